@@ -1,0 +1,56 @@
+import pytest
+import torch
+
+from models.cnn_models import BasicBlock, CNNWithResidual, FullyConnected, ResNet, SimpleCNN, count_parameters
+from utils.data import load_dataset
+from utils.training_utils import TrainConfig, evaluate, one_cycle, train_model
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_output_shapes(shape):
+    x = torch.randn(4, *shape)
+    for model in (FullyConnected(shape), SimpleCNN(shape[0]), CNNWithResidual(shape[0])):
+        assert model(x).shape == (4, 10)
+
+
+def test_parameter_counts():
+    # 784*512 + 512*256 + 256*128 weights (no bias, BN follows), BN 2*(512+256+128), head 128*10+10
+    fc = FullyConnected((1, 28, 28), hidden=(512, 256, 128))
+    assert count_parameters(fc) == 784 * 512 + 512 * 256 + 256 * 128 + 2 * (512 + 256 + 128) + 1290
+    # A basic block without downsampling: two 3x3 convs and two BNs.
+    block = BasicBlock(16, 16)
+    assert count_parameters(block) == 2 * 16 * 16 * 9 + 4 * 16
+    assert count_parameters(ResNet(BasicBlock, (1, 1, 1), (16, 32, 64))) < count_parameters(
+        ResNet(BasicBlock, (2, 2, 2), (16, 32, 64)))
+
+
+def test_residual_block_starts_as_identity_map():
+    net = CNNWithResidual(3, widths=(8, 16, 32))
+    block = net.stages[0][0]
+    x = torch.relu(torch.randn(2, 8, 8, 8))
+    block.eval()
+    assert torch.allclose(block(x), x)  # zero-initialised last BN: the branch adds nothing yet
+
+
+def test_one_cycle_schedule():
+    f = one_cycle(100, 0.2)
+    assert f(0) == pytest.approx(0.1)
+    assert f(20) == pytest.approx(1.0)
+    assert f(100) == 0.0
+    assert f(60) == pytest.approx(0.5)
+
+
+def test_training_lowers_the_loss(data_dir):
+    torch.manual_seed(0)
+    train = load_dataset("mnist", "train", data_dir, download=False)
+    test = load_dataset("mnist", "test", data_dir, download=False)
+    model = SimpleCNN(1, 10, channels=(8, 16))
+    cfg = TrainConfig(epochs=4, batch_size=16, lr=0.05, grad_log_every=2)
+    before = evaluate(model, test, cfg)["loss"]
+    result = train_model(model, train, test, cfg, desc="test")
+    assert result["test_loss"] < before
+    assert result["test_acc"] > 0.5  # the synthetic classes are easy
+    assert len(result["history"]) == 4
+    assert len(result["grad_norms_init"]) == len(result["grad_layers"]) == 3  # conv, conv, fc
+    assert all(g > 0 for g in result["history"][-1]["grad_norms"])
+    assert result["train_time_s"] > 0

@@ -1,0 +1,89 @@
+"""Command-line conventions shared by the three homework scripts."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from utils.data import DataError, ImageSet, load_dataset
+from utils.training_utils import DeviceError, TrainConfig, resolve_device
+
+QUICK_TRAIN, QUICK_TEST = 1024, 512  # --quick: a small subset and one epoch (a smoke test)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def base_parser(description: str, parts: Sequence[str]) -> argparse.ArgumentParser:
+    """The arguments every homework script accepts. Defaults of None mean "the script's own"."""
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--part", choices=[*parts, "all"], default="all", help="which sub-task to run")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="epochs per model (default: each part's own, see README)")
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default: per part)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads for PyTorch (default: PyTorch's choice, one per core)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with MNIST/raw and cifar-10-batches-py (default: $HOMEWORK_DATA_DIR or ./data)")
+    p.add_argument("--no-download", action="store_true", help="never download missing data; fail instead")
+    p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--plots-dir", type=Path, default=Path("plots"))
+    p.add_argument("--quick", action="store_true",
+                   help=f"smoke test: {QUICK_TRAIN} train / {QUICK_TEST} test images, 1 epoch")
+    p.add_argument("--resume", action="store_true",
+                   help="skip models whose results exist with the same config")
+    return p
+
+
+def setup(args: argparse.Namespace) -> torch.device:
+    """Device and threads from the CLI; raises DeviceError for an unavailable device."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return resolve_device(args.device)
+
+
+def load_splits(name: str, args: argparse.Namespace) -> tuple[ImageSet, ImageSet, dict]:
+    """Train and test splits (subsets with --quick) and a description saved with the results."""
+    train = load_dataset(name, "train", args.data_dir, download=not args.no_download)
+    test = load_dataset(name, "test", args.data_dir, download=not args.no_download)
+    if args.quick:
+        train, test = train.subset(QUICK_TRAIN, args.seed), test.subset(QUICK_TEST, args.seed)
+    info = {"dataset": name, "train_size": len(train), "test_size": len(test), "quick": args.quick}
+    return train, test, info
+
+
+def make_config(args: argparse.Namespace, device: torch.device, epochs: int, lr: float,
+                **fields) -> TrainConfig:
+    """The TrainConfig of one part: the part's defaults, overridden by the CLI."""
+    return TrainConfig(epochs=1 if args.quick else (args.epochs or epochs), lr=args.lr or lr,
+                       batch_size=args.batch_size, seed=args.seed, device=str(device), **fields)
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """Run a script's ``main``; user errors become one line on stderr and exit code 2."""
+    try:
+        main()
+    except (DataError, DeviceError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: results of the models that finished are saved", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,265 @@
+"""Data sets as in-memory uint8 tensors, and batched augmentation on the target device.
+
+MNIST is read from its IDX files (raw or .gz) under ``<data-dir>/MNIST/raw/`` and CIFAR-10 from
+its python batches under ``<data-dir>/cifar-10-batches-py/``: the layouts torchvision downloads
+into. A whole split is decoded once; batches are sliced, normalised and augmented as tensors, so
+there is no per-sample Python work and no DataLoader worker competing for the compute threads.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+MNIST_CLASSES = tuple(str(d) for d in range(10))
+
+# Per-channel statistics of the training splits (the usual published values).
+STATS = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
+
+MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+CIFAR10_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+DATASETS = ("mnist", "cifar10")
+
+
+class DataError(Exception):
+    """A data set is missing or unreadable; the message is one line meant for the user."""
+
+
+@dataclass
+class ImageSet:
+    """One split of a data set held in memory."""
+
+    images: torch.Tensor  # uint8, (N, C, H, W)
+    labels: torch.Tensor  # int64, (N,)
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def subset(self, n: int | None, seed: int = 0) -> "ImageSet":
+        """A random subset of ``n`` examples (all of them when ``n`` is None or too large)."""
+        if n is None or n >= len(self):
+            return self
+        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
+        return ImageSet(self.images[idx], self.labels[idx], self.classes, self.mean, self.std)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> float, normalised per channel."""
+        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1) * 255
+        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1) * 255
+        return (images.float() - mean) / std
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
+    """``--data-dir``, else the environment variable HOMEWORK_DATA_DIR, else ./data."""
+    return Path(data_dir or os.environ.get("HOMEWORK_DATA_DIR") or "data")
+
+
+# ---------------------------------------------------------------------------------------------
+# MNIST (IDX format)
+
+def _read_maybe_gzip(path: Path) -> bytes:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"corrupted data file {path}: {e}; delete it and download it again") from None
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Parse an IDX file (the MNIST format): magic, dims as big-endian int32, then uint8 data."""
+    raw = _read_maybe_gzip(path)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"corrupted data file {path}: not an IDX file of unsigned bytes")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"corrupted data file {path}: truncated header")
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
+    expected = header + int(np.prod(dims))
+    if len(raw) != expected:
+        raise DataError(f"corrupted data file {path}: {len(raw)} bytes, expected {expected} "
+                        f"for shape {dims} (truncated download?)")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _find_idx(raw_dir: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz"):
+        if (raw_dir / name).is_file():
+            return raw_dir / name
+    return None
+
+
+def load_mnist(root: Path, split: str) -> ImageSet:
+    raw_dir = root / "MNIST" / "raw"
+    paths = [_find_idx(raw_dir, stem) for stem in MNIST_FILES[split]]
+    if None in paths:
+        missing = [s for s, p in zip(MNIST_FILES[split], paths) if p is None]
+        raise FileNotFoundError(", ".join(str(raw_dir / m) + "[.gz]" for m in missing))
+    images, labels = read_idx(paths[0]), read_idx(paths[1])
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise DataError(f"corrupted data set in {raw_dir}: images {images.shape} and labels "
+                        f"{labels.shape} do not match")
+    mean, std = STATS["mnist"]
+    return ImageSet(torch.from_numpy(images.copy()).unsqueeze(1),
+                    torch.from_numpy(labels.astype(np.int64)), MNIST_CLASSES, mean, std)
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR-10 (python pickle batches)
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        data = np.asarray(batch["data"], dtype=np.uint8)
+        labels = np.asarray(batch["labels"], dtype=np.int64)
+    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as e:
+        raise DataError(f"corrupted data file {path}: {type(e).__name__}: {e}; "
+                        "delete it and download it again") from None
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
+        raise DataError(f"corrupted data file {path}: data {data.shape}, labels {labels.shape}")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def load_cifar10(root: Path, split: str) -> ImageSet:
+    folder = root / "cifar-10-batches-py"
+    paths = [folder / name for name in CIFAR10_FILES[split]]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(", ".join(missing))
+    parts = [_read_cifar_batch(p) for p in paths]
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    mean, std = STATS["cifar10"]
+    return ImageSet(torch.from_numpy(images), torch.from_numpy(labels), CIFAR10_CLASSES, mean, std)
+
+
+# ---------------------------------------------------------------------------------------------
+
+_LOADERS = {"mnist": load_mnist, "cifar10": load_cifar10}
+
+
+def _download(name: str, root: Path) -> None:
+    """Fetch the files with torchvision's own downloader (into the same layout we read)."""
+    from torchvision import datasets  # imported lazily: only needed when data is missing
+
+    cls = {"mnist": datasets.MNIST, "cifar10": datasets.CIFAR10}[name]
+    root.mkdir(parents=True, exist_ok=True)
+    for train in (True, False):
+        cls(str(root), train=train, download=True)
+
+
+def load_dataset(name: str, split: str, data_dir: str | os.PathLike | None = None,
+                 download: bool = True) -> ImageSet:
+    """Load ``split`` ("train" or "test") of ``name`` ("mnist" or "cifar10") into memory.
+
+    Missing files are downloaded with torchvision unless ``download`` is False; any failure
+    raises :class:`DataError` with a one-line message naming the files and the remedy.
+    """
+    if name not in _LOADERS:
+        raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+    root = resolve_data_dir(data_dir)
+    try:
+        return _LOADERS[name](root, split)
+    except FileNotFoundError as missing:
+        if not download:
+            raise DataError(f"{name} not found: missing {missing}; pass --data-dir to the folder "
+                            "that holds it, or drop --no-download to fetch it") from None
+    try:
+        _download(name, root)
+    except Exception as e:  # network errors come in many types; all mean the same to the user
+        raise DataError(f"{name} not found under {root} and the download failed "
+                        f"({type(e).__name__}); pass --data-dir to a folder that holds it") from None
+    try:
+        return _LOADERS[name](root, split)
+    except FileNotFoundError as missing:
+        raise DataError(f"{name} still missing after download: {missing}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Batched augmentation and iteration
+
+def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mirror a random half of the batch horizontally."""
+    mask = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
+    return torch.where(mask.view(-1, 1, 1, 1), x.flip(3), x)
+
+
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random crop of the original size from the zero-padded batch (a random translation)."""
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (n,), device=x.device, generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (n,), device=x.device, generator=generator)
+    rows = (dy.view(n, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1)
+    cols = (dx.view(n, 1) + torch.arange(w, device=x.device)).view(n, 1, 1, w)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+    chans = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
+    return padded[batch, chans, rows, cols]
+
+
+AUGMENTATIONS = ("none", "flip", "crop", "flip_crop")
+
+
+class BatchIterator:
+    """Yields normalised (images, labels) batches of an in-memory split on ``device``.
+
+    The uint8 split is moved to the device once; each batch is sliced by a random permutation,
+    augmented as a whole tensor and normalised there.
+    """
+
+    def __init__(self, data: ImageSet, batch_size: int, device: torch.device | str = "cpu",
+                 shuffle: bool = False, augment: str = "none", drop_last: bool = False,
+                 channels_last: bool = False, seed: int = 0) -> None:
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
+        self.device = torch.device(device)
+        self.images = data.images.to(self.device)
+        self.labels = data.labels.to(self.device)
+        self.data = data
+        self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
+        self.drop_last, self.channels_last = drop_last, channels_last
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        order = (torch.randperm(n, device=self.device, generator=self.generator)
+                 if self.shuffle else torch.arange(n, device=self.device))
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            x = self.data.normalize(self.images[idx])
+            if "flip" in self.augment:
+                x = random_flip(x, self.generator)
+            if "crop" in self.augment:
+                x = random_crop(x, padding=4 if x.shape[-1] >= 32 else 2, generator=self.generator)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self.labels[idx]

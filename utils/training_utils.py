@@ -1,0 +1,262 @@
+"""The one training loop of the repository, with evaluation, timing and gradient-flow logging.
+
+Every experiment trains through :func:`train_model` with a :class:`TrainConfig`; the config is
+saved next to each result, so a number can always be traced to the settings that produced it.
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from utils.data import BatchIterator, ImageSet
+
+
+class DeviceError(Exception):
+    """The requested device is not available; the message is one line meant for the user."""
+
+
+@dataclass
+class TrainConfig:
+    """Every hyperparameter of a training run, in one place."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1               # peak learning rate of the one-cycle schedule
+    momentum: float = 0.9         # SGD with Nesterov momentum
+    weight_decay: float = 5e-4    # not applied to BatchNorm parameters and biases
+    warmup_frac: float = 0.2      # fraction of the steps with a linearly rising learning rate
+    label_smoothing: float = 0.0
+    augment: str = "none"         # see utils.data.AUGMENTATIONS
+    seed: int = 0
+    device: str = "cpu"
+    channels_last: bool = True    # faster convolutions on CPU (measured: 1.2-1.4x) and on GPU
+    grad_log_every: int = 50      # steps between two gradient-norm samples
+    train_eval_size: int = 10000  # clean (no augmentation) train metrics on this many examples
+    eval_batch_size: int = 1000
+    stop_on_divergence: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU; an unavailable device raises DeviceError."""
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if name == "cuda" and not cuda:
+        raise DeviceError("device 'cuda' requested but CUDA is not available; use --device cpu or auto")
+    if name == "mps" and not mps:
+        raise DeviceError("device 'mps' requested but MPS is not available; use --device cpu or auto")
+    if name not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
+    return torch.device(name)
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued kernels, so that wall-clock timings measure the work itself."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def prepare_model(model: nn.Module, cfg: TrainConfig) -> nn.Module:
+    model = model.to(cfg.device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if torch.device(cfg.device).type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return model
+
+
+def tracked_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The weight matrices and kernels (ndim > 1) whose gradient norms make the gradient flow."""
+    return [(n, p) for n, p in model.named_parameters() if p.ndim > 1 and p.requires_grad]
+
+
+def gradient_norms(params: list[nn.Parameter]) -> torch.Tensor:
+    """L2 norm of each parameter's gradient, as one tensor (no host sync)."""
+    return torch.stack([p.grad.detach().norm() if p.grad is not None
+                        else torch.zeros((), device=p.device) for p in params])
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+
+
+def one_cycle(total_steps: int, warmup_frac: float):
+    """Linear warm-up from 10 % to the peak, then linear decay to zero (a one-cycle schedule)."""
+    warmup = max(1, int(total_steps * warmup_frac))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return 0.1 + 0.9 * step / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+    return factor
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, data: ImageSet, cfg: TrainConfig,
+             return_predictions: bool = False) -> dict[str, Any]:
+    """Loss and accuracy on ``data`` in eval mode (plus the predicted labels when asked)."""
+    model.eval()
+    loss_sum = torch.zeros((), device=cfg.device)
+    correct = torch.zeros((), device=cfg.device, dtype=torch.long)
+    preds = []
+    for x, y in BatchIterator(data, cfg.eval_batch_size, cfg.device, channels_last=cfg.channels_last):
+        logits = model(x).float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        pred = logits.argmax(1)
+        correct += (pred == y).sum()
+        if return_predictions:
+            preds.append(pred.cpu())
+    out = {"loss": loss_sum.item() / len(data), "acc": correct.item() / len(data)}
+    if return_predictions:
+        out["predictions"] = torch.cat(preds)
+    return out
+
+
+@torch.inference_mode()
+def measure_inference(model: nn.Module, data: ImageSet, cfg: TrainConfig,
+                      warmup_batches: int = 2) -> dict[str, float]:
+    """Wall-clock time to classify the whole of ``data`` (after a warm-up), and images/s."""
+    model.eval()
+    batches = BatchIterator(data, cfg.eval_batch_size, cfg.device, channels_last=cfg.channels_last)
+    for i, (x, _) in enumerate(batches):
+        if i >= warmup_batches:
+            break
+        model(x)
+    device = torch.device(cfg.device)
+    synchronize(device)
+    start = time.perf_counter()
+    for x, _ in batches:
+        model(x)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    return {"inference_time_s": seconds, "inference_images_per_s": len(data) / seconds}
+
+
+def train_model(model: nn.Module, train_set: ImageSet, test_set: ImageSet, cfg: TrainConfig,
+                desc: str = "") -> dict[str, Any]:
+    """Train ``model`` in place and return its history and final metrics.
+
+    Per epoch it records the running loss/accuracy of the optimisation (augmented batches), clean
+    loss/accuracy on a fixed train subset and on the test set, and the mean per-layer gradient
+    norm. Training time counts only the optimisation steps, never the evaluation.
+    """
+    device = torch.device(cfg.device)
+    model = prepare_model(model, cfg)
+    steps_per_epoch = len(train_set) // cfg.batch_size or 1
+    loader = BatchIterator(train_set, cfg.batch_size, device, shuffle=True, augment=cfg.augment,
+                           drop_last=len(train_set) >= cfg.batch_size,
+                           channels_last=cfg.channels_last, seed=cfg.seed)
+    train_eval_set = train_set.subset(cfg.train_eval_size, seed=cfg.seed)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, one_cycle(cfg.epochs * steps_per_epoch, cfg.warmup_frac))
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    tracked = tracked_parameters(model)
+    params = [p for _, p in tracked]
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with autocast:
+            logits = model(x)
+            loss = criterion(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        return logits, loss
+
+    # Gradient norms at initialisation: one batch, no update.
+    model.train()
+    x0, y0 = next(iter(loader))
+    step(x0, y0)
+    grad_init = gradient_norms(params).tolist()
+    optimizer.zero_grad(set_to_none=True)
+
+    history: list[dict[str, Any]] = []
+    train_time, diverged = 0.0, False
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen, grad_samples = 0, []
+        synchronize(device)
+        start = time.perf_counter()
+        bar = tqdm(loader, desc=f"{desc} epoch {epoch}/{cfg.epochs}", leave=False,
+                   mininterval=1.0, dynamic_ncols=True)
+        for i, (x, y) in enumerate(bar):
+            logits, loss = step(x, y)
+            if i % cfg.grad_log_every == 0:
+                grad_samples.append(gradient_norms(params))
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+            if i % 25 == 24:  # a host sync, so only every few steps
+                elapsed = time.perf_counter() - start
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}",
+                                acc=f"{correct.item() / seen:.3f}", img_s=f"{seen / elapsed:.0f}")
+        synchronize(device)
+        epoch_time = time.perf_counter() - start
+        train_time += epoch_time
+        running_loss = loss_sum.item() / seen
+        train_eval = evaluate(model, train_eval_set, cfg)
+        test_eval = evaluate(model, test_set, cfg)
+        grads = torch.stack(grad_samples)
+        history.append({
+            "epoch": epoch,
+            "train_loss": train_eval["loss"], "train_acc": train_eval["acc"],
+            "running_loss": running_loss, "running_acc": correct.item() / seen,
+            "test_loss": test_eval["loss"], "test_acc": test_eval["acc"],
+            "lr_end": optimizer.param_groups[0]["lr"], "epoch_time_s": epoch_time,
+            "images_per_s": seen / epoch_time,
+            "grad_norms": grads.mean(0).tolist(),
+            "grad_total_norm": grads.norm(dim=1).tolist(),
+        })
+        tqdm.write(f"{desc} epoch {epoch}/{cfg.epochs}: loss {running_loss:.4f} "
+                   f"train acc {train_eval['acc']:.4f} test acc {test_eval['acc']:.4f} "
+                   f"({epoch_time:.0f} s, {seen / epoch_time:.0f} img/s)")
+        if not np.isfinite(running_loss):
+            diverged = True
+            if cfg.stop_on_divergence:
+                tqdm.write(f"{desc}: loss is not finite, stopping this model")
+                break
+
+    last = history[-1]
+    return {
+        "epochs": len(history),
+        "train_loss": last["train_loss"], "train_acc": last["train_acc"],
+        "test_loss": last["test_loss"], "test_acc": last["test_acc"],
+        "train_time_s": train_time,
+        "train_images_per_s": sum(h["images_per_s"] for h in history) / len(history),
+        "diverged": diverged,
+        "grad_layers": [n for n, _ in tracked],
+        "grad_norms_init": grad_init,
+        "history": history,
+    }
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
