@@ -12,6 +12,7 @@ from utils.data import DataError, ImageSet, load_dataset
 from utils.training_utils import DeviceError, TrainConfig, resolve_device
 
 QUICK_TRAIN, QUICK_TEST = 1024, 512  # --quick: a small subset and one epoch (a smoke test)
+BUDGET_TRAIN = 10000  # --budget: a preview of every experiment on 10k training images, 1 epoch
 
 
 def positive_int(text: str) -> int:
@@ -48,6 +49,9 @@ def base_parser(description: str, parts: Sequence[str]) -> argparse.ArgumentPars
     p.add_argument("--plots-dir", type=Path, default=Path("plots"))
     p.add_argument("--quick", action="store_true",
                    help=f"smoke test: {QUICK_TRAIN} train / {QUICK_TEST} test images, 1 epoch")
+    p.add_argument("--budget", action="store_true",
+                   help=f"preview: every experiment on {BUDGET_TRAIN} train images (full test set) "
+                        "for 1 epoch; outputs are labelled as such")
     p.add_argument("--resume", action="store_true",
                    help="skip models whose results exist with the same config")
     return p
@@ -66,14 +70,18 @@ def load_splits(name: str, args: argparse.Namespace) -> tuple[ImageSet, ImageSet
     test = load_dataset(name, "test", args.data_dir, download=not args.no_download)
     if args.quick:
         train, test = train.subset(QUICK_TRAIN, args.seed), test.subset(QUICK_TEST, args.seed)
-    info = {"dataset": name, "train_size": len(train), "test_size": len(test), "quick": args.quick}
+    elif args.budget:
+        train = train.subset(BUDGET_TRAIN, args.seed)
+    info = {"dataset": name, "train_size": len(train), "test_size": len(test), "quick": args.quick,
+            "preset": "budget" if args.budget else None}
     return train, test, info
 
 
 def make_config(args: argparse.Namespace, device: torch.device, epochs: int, lr: float,
                 **fields) -> TrainConfig:
     """The TrainConfig of one part: the part's defaults, overridden by the CLI."""
-    return TrainConfig(epochs=1 if args.quick else (args.epochs or epochs), lr=args.lr or lr,
+    short = args.quick or args.budget
+    return TrainConfig(epochs=1 if short else (args.epochs or epochs), lr=args.lr or lr,
                        batch_size=args.batch_size, seed=args.seed, device=str(device), **fields)
 
 
