@@ -17,8 +17,8 @@ from utils.cli import base_parser, load_splits, make_config, run_main, setup
 from utils.comparison_utils import ModelSpec, markdown_table, run_comparison, write_table, write_text_atomic
 from utils.visualization_utils import save_comparison_figures
 
-MNIST_EPOCHS = 5
-CIFAR_EPOCHS = 8
+MNIST_EPOCHS = 4
+CIFAR_EPOCHS = 6
 LR = 0.1  # peak of the one-cycle schedule, SGD + Nesterov, batch 128
 
 # The regularisation of "ResidualCNN+reg" (1.2): random crops with 4-pixel padding and horizontal
@@ -31,18 +31,18 @@ def mnist_models() -> list[ModelSpec]:
         ModelSpec("FullyConnected", lambda: FullyConnected((1, 28, 28), 10, hidden=(512, 256, 128)),
                   notes="4 linear layers"),
         ModelSpec("SimpleCNN", lambda: SimpleCNN(1, 10, channels=(32, 64)), notes="2 conv layers"),
-        ModelSpec("ResidualCNN", lambda: CNNWithResidual(1, 10, widths=(16, 32, 64)),
-                  notes="stem + 3 residual blocks"),
+        ModelSpec("ResidualCNN", lambda: CNNWithResidual(1, 10, widths=(8, 16, 32, 64)),
+                  notes="stem + 3 conv-pool stages with a residual block each"),
     ]
 
 
 def cifar_models() -> list[ModelSpec]:
-    residual = lambda: CNNWithResidual(3, 10, widths=(16, 32, 64))  # noqa: E731
+    residual = lambda: CNNWithResidual(3, 10, widths=(16, 32, 64, 128))  # noqa: E731
     return [
         ModelSpec("DeepFullyConnected",
                   lambda: FullyConnected((3, 32, 32), 10, hidden=(1024, 512, 256, 128)),
                   notes="5 linear layers"),
-        ModelSpec("ResidualCNN", residual, notes="stem + 3 residual blocks"),
+        ModelSpec("ResidualCNN", residual, notes="stem + 3 conv-pool stages with a residual block each"),
         ModelSpec("ResidualCNN+reg", residual, overrides=REGULARIZATION,
                   notes="same net; flip+crop, label smoothing 0.1"),
     ]

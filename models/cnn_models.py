@@ -6,7 +6,7 @@ class per block, with ``expansion`` as a class attribute and an explicit ``downs
 """
 from __future__ import annotations
 
-from typing import Sequence, Type
+from typing import Callable, Sequence, Type
 
 import torch
 from torch import nn
@@ -137,8 +137,237 @@ class ResNet(nn.Module):
         return self.fc(self.dropout(torch.flatten(self.pool(x), 1)))
 
 
-def CNNWithResidual(in_channels: int = 1, num_classes: int = 10,
-                    widths: Sequence[int] = (32, 64, 128), layers: Sequence[int] = (1, 1, 1),
-                    dropout: float = 0.0) -> ResNet:
-    """The homework's "CNN with residual blocks": a small ResNet of BasicBlocks."""
-    return ResNet(BasicBlock, layers, widths, in_channels, num_classes, dropout)
+def conv_pool_bn(inplanes: int, planes: int) -> nn.Sequential:
+    """3x3 conv, 2x2 max-pool, BN, ReLU: a stage transition that widens and halves the resolution.
+
+    Pooling after the conv (as in Page's ResNet-9, the DAWNBench CIFAR-10 winner) keeps the costly
+    high-resolution stages narrow and puts the channels where the maps are small; at a fixed budget
+    of FLOPs this trains to a given accuracy in fewer epochs than strided blocks.
+    """
+    return nn.Sequential(conv3x3(inplanes, planes), nn.MaxPool2d(2), nn.BatchNorm2d(planes),
+                         nn.ReLU(inplace=True))
+
+
+class CNNWithResidual(nn.Module):
+    """The homework's "CNN with residual blocks": a 3x3 stem of ``widths[0]`` channels, then one
+    stage per later width: a conv-pool transition followed by ``blocks[i]`` BasicBlocks at that
+    resolution, then global max pooling and a linear classifier.
+
+    ``dropout`` (before the classifier) is the only regularisation inside the model; the rest
+    (augmentation, label smoothing, weight decay) lives in the training config.
+    """
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10,
+                 widths: Sequence[int] = (16, 32, 64, 128), blocks: Sequence[int] = (1, 1, 1),
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        if len(blocks) != len(widths) - 1:
+            raise ValueError("need one entry of `blocks` per stage (len(widths) - 1)")
+        self.stem = nn.Sequential(conv3x3(in_channels, widths[0]), nn.BatchNorm2d(widths[0]),
+                                  nn.ReLU(inplace=True))
+        stages = []
+        for inplanes, planes, n in zip(widths[:-1], widths[1:], blocks):
+            stages.append(nn.Sequential(conv_pool_bn(inplanes, planes),
+                                        *[BasicBlock(planes, planes) for _ in range(n)]))
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.fc = nn.Linear(widths[-1], num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if isinstance(m, BasicBlock):
+                m.zero_init_residual()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stages(self.stem(x))
+        return self.fc(self.dropout(torch.flatten(self.pool(x), 1)))
+
+
+# --- Task 3: residual block variants (bottleneck and wide; BasicBlock is above) ---------------
+
+class BottleneckBlock(nn.Module):
+    """1x1 (reduce) - 3x3 - 1x1 (expand x ``expansion``) with an identity or projection shortcut.
+
+    The 3x3 convolution works on ``planes`` channels while the block's input and output have
+    ``planes * expansion``: most of the 3x3 cost is saved, so a block of the same output width
+    has far fewer parameters and FLOPs than a BasicBlock (He et al., 2016, ResNet-50).
+    """
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = conv1x1(inplanes, planes)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride)  # stride on the 3x3, as in torchvision (v1.5)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = conv1x1(planes, planes * self.expansion)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def zero_init_residual(self) -> None:
+        nn.init.zeros_(self.bn3.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class WideBlock(nn.Module):
+    """Two 3x3 convolutions ``k`` times wider than ``planes``, optional dropout between them.
+
+    The widening factor is the class attribute ``expansion`` (so ``ResNet`` builds the matching
+    shortcuts); :meth:`widen` makes the class for another ``k``. As in Wide ResNets (Zagoruyko &
+    Komodakis, 2016), width replaces depth: parameters grow as k^2, the depth stays the same.
+    """
+
+    expansion = 2
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: nn.Module | None = None, dropout: float = 0.0) -> None:
+        super().__init__()
+        width = planes * self.expansion
+        self.conv1 = conv3x3(inplanes, width, stride)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.conv2 = conv3x3(width, width)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    @classmethod
+    def widen(cls, k: int) -> Type["WideBlock"]:
+        """The WideBlock class with widening factor ``k``."""
+        return type(f"WideBlock{k}", (cls,), {"expansion": k})
+
+    def zero_init_residual(self) -> None:
+        nn.init.zeros_(self.bn2.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.dropout(self.relu(self.bn1(self.conv1(x))))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+# --- Task 2: kernel-size and depth studies
+
+def conv_unit(in_planes: int, out_planes: int, kernel: int = 3, batchnorm: bool = True) -> nn.Sequential:
+    """Conv (same padding) - BatchNorm - ReLU; the conv keeps its bias only when there is no BN."""
+    layers: list[nn.Module] = [nn.Conv2d(in_planes, out_planes, kernel, padding=kernel // 2,
+                                         bias=not batchnorm)]
+    if batchnorm:
+        layers.append(nn.BatchNorm2d(out_planes))
+    layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class KernelCNN(nn.Module):
+    """Three stages of one kernel size, each conv-BN-ReLU then 2x2 max-pooling; global pooling, linear.
+
+    ``bottleneck=True`` is the "1x1+3x3" variant: each stage is a 1x1 conv to half the stage's
+    width, then the ``kernel`` conv. ``features`` ends at the last spatial map (after the third
+    pooling), so its receptive field is the network's.
+    """
+
+    def __init__(self, kernel: int = 3, widths: Sequence[int] = (24, 48, 96), in_channels: int = 3,
+                 num_classes: int = 10, bottleneck: bool = False) -> None:
+        super().__init__()
+        stages = []
+        for w in widths:
+            units = [conv_unit(in_channels, max(1, w // 2), 1), conv_unit(max(1, w // 2), w, kernel)] \
+                if bottleneck else [conv_unit(in_channels, w, kernel)]
+            stages.append(nn.Sequential(*units, nn.MaxPool2d(2)))
+            in_channels = w
+        self.features = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def widths_for_budget(build: Callable[[tuple[int, ...]], nn.Module], ratios: Sequence[float],
+                      budget: int) -> tuple[int, ...]:
+    """Channel widths in the proportions ``ratios`` whose model has about ``budget`` parameters.
+
+    A common scale is found by bisection; rounding it moves the count by a few per cent, so the
+    last width (the count is linear in it) is then tuned to land as close to ``budget`` as an
+    integer width allows. This is what makes the kernel variants comparable by construction.
+    """
+    def widths(scale: float) -> tuple[int, ...]:
+        return tuple(max(1, round(scale * r)) for r in ratios)
+
+    lo, hi = 0.1, 4096.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if count_parameters(build(widths(mid))) < budget else (lo, mid)
+    best = widths(hi)
+    candidates = [best[:-1] + (w,) for w in range(max(1, best[-1] // 2), 2 * best[-1] + 1)]
+    return min(candidates, key=lambda ws: abs(count_parameters(build(ws)) - budget))
+
+
+def stage_sizes(depth: int) -> tuple[int, int]:
+    """Convs after the stem in the two stages of PlainCNN/ResidualCNN (the later stage gets the odd one)."""
+    if depth < 2:
+        raise ValueError(f"depth must be at least 2 (a stem and one more conv), got {depth}")
+    return (depth - 1) // 2, depth - 1 - (depth - 1) // 2
+
+
+class PlainCNN(nn.Module):
+    """``depth`` 3x3 conv layers without shortcuts, on the same resolution schedule at every depth.
+
+    A stem conv at full resolution, 2x2 max-pooling, ``stage_sizes(depth)`` convs of ``widths[0]``
+    channels at 1/2 resolution, pooling, the rest at ``widths[1]`` channels and 1/4 resolution,
+    then global pooling and a linear layer. Only the number of convs changes with ``depth``.
+    Weights keep PyTorch's default initialisation (no variance-preserving rescaling), as a naive
+    network would: with ``batchnorm=False`` this is where vanishing gradients show.
+    """
+
+    def __init__(self, depth: int = 9, widths: Sequence[int] = (16, 32), in_channels: int = 3,
+                 num_classes: int = 10, batchnorm: bool = True) -> None:
+        super().__init__()
+        n1, n2 = stage_sizes(depth)
+        w1, w2 = widths
+        layers: list[nn.Module] = [conv_unit(in_channels, w1, 3, batchnorm), nn.MaxPool2d(2)]
+        layers += [conv_unit(w1, w1, 3, batchnorm) for _ in range(n1)]
+        layers.append(nn.MaxPool2d(2))
+        layers += [conv_unit(w1 if i == 0 else w2, w2, 3, batchnorm) for i in range(n2)]
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(w2, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+class ResidualCNN(nn.Module):
+    """PlainCNN's twin with shortcuts: the same convs, widths, pooling and initialisation, the
+    convs after the stem grouped in pairs into BasicBlocks (a 1x1 projection where the width
+    changes). Each stage needs an even number of convs: depth 5, 9, 13, ...
+    """
+
+    def __init__(self, depth: int = 9, widths: Sequence[int] = (16, 32), in_channels: int = 3,
+                 num_classes: int = 10) -> None:
+        super().__init__()
+        n1, n2 = stage_sizes(depth)
+        if n1 % 2 or n2 % 2:
+            raise ValueError(f"ResidualCNN needs depth = 1 + 4k (pairs of convs per stage), got {depth}")
+        w1, w2 = widths
+        projection = nn.Sequential(conv1x1(w1, w2), nn.BatchNorm2d(w2))
+        self.features = nn.Sequential(
+            conv_unit(in_channels, w1), nn.MaxPool2d(2),
+            *[BasicBlock(w1, w1) for _ in range(n1 // 2)], nn.MaxPool2d(2),
+            *[BasicBlock(w1, w2, downsample=projection) if i == 0 else BasicBlock(w2, w2)
+              for i in range(n2 // 2)])
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(w2, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))

@@ -25,9 +25,9 @@ def test_parameter_counts():
 
 
 def test_residual_block_starts_as_identity_map():
-    net = CNNWithResidual(3, widths=(8, 16, 32))
-    block = net.stages[0][0]
-    x = torch.relu(torch.randn(2, 8, 8, 8))
+    net = CNNWithResidual(3, widths=(8, 16, 32, 64))
+    block = net.stages[0][1]
+    x = torch.relu(torch.randn(2, 16, 8, 8))
     block.eval()
     assert torch.allclose(block(x), x)  # zero-initialised last BN: the branch adds nothing yet
 
