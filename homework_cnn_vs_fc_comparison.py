@@ -18,7 +18,7 @@ from utils.comparison_utils import ModelSpec, markdown_table, run_comparison, wr
 from utils.visualization_utils import save_comparison_figures
 
 MNIST_EPOCHS = 4
-CIFAR_EPOCHS = 6
+CIFAR_EPOCHS = 5
 LR = 0.1  # peak of the one-cycle schedule, SGD + Nesterov, batch 128
 
 # The regularisation of "ResidualCNN+reg" (1.2): random crops with 4-pixel padding and horizontal
@@ -85,7 +85,7 @@ def write_per_class_table(out: Path, results: list[dict]) -> None:
     write_text_atomic(out / "per_class.md", markdown_table(rows, columns) + "\n")
 
 
-def main() -> None:
+def main() -> argparse.Namespace:
     parser = base_parser(__doc__.splitlines()[0], parts=("1.1", "1.2"))
     args = parser.parse_args()
     device = setup(args)
@@ -93,6 +93,7 @@ def main() -> None:
         compare_on_mnist(args, device)
     if args.part in ("1.2", "all"):
         compare_on_cifar(args, device)
+    return args
 
 
 if __name__ == "__main__":

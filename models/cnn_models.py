@@ -47,10 +47,10 @@ class FullyConnected(nn.Module):
 
 
 class SimpleCNN(nn.Module):
-    """Conv-BN-ReLU-MaxPool stages, then global average pooling and a linear classifier."""
+    """Conv-BN-ReLU-MaxPool stages, then a small fully-connected classifier on the flattened maps."""
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10,
-                 channels: Sequence[int] = (32, 64)) -> None:
+                 channels: Sequence[int] = (32, 64), input_size: int = 28, hidden: int = 128) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         for c in channels:
@@ -58,11 +58,12 @@ class SimpleCNN(nn.Module):
                        nn.MaxPool2d(2)]
             in_channels = c
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_channels, num_classes)
+        side = input_size // 2 ** len(channels)
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * side * side, hidden),
+                                        nn.ReLU(inplace=True), nn.Linear(hidden, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+        return self.classifier(self.features(x))
 
 
 class BasicBlock(nn.Module):
@@ -304,13 +305,18 @@ def widths_for_budget(build: Callable[[tuple[int, ...]], nn.Module], ratios: Seq
     def widths(scale: float) -> tuple[int, ...]:
         return tuple(max(1, round(scale * r)) for r in ratios)
 
+    def params(ws: tuple[int, ...]) -> int:
+        with torch.device("meta"):  # shapes only: no memory, no initialisation
+            return count_parameters(build(ws))
+
     lo, hi = 0.1, 4096.0
-    for _ in range(40):
+    for _ in range(30):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if count_parameters(build(widths(mid))) < budget else (lo, mid)
+        lo, hi = (mid, hi) if params(widths(mid)) < budget else (lo, mid)
     best = widths(hi)
-    candidates = [best[:-1] + (w,) for w in range(max(1, best[-1] // 2), 2 * best[-1] + 1)]
-    return min(candidates, key=lambda ws: abs(count_parameters(build(ws)) - budget))
+    step = max(2, best[-1] // 4)
+    candidates = [best[:-1] + (w,) for w in range(max(1, best[-1] - step), best[-1] + step + 1)]
+    return min(candidates, key=lambda ws: abs(params(ws) - budget))
 
 
 def stage_sizes(depth: int) -> tuple[int, int]:

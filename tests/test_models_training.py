@@ -9,7 +9,8 @@ from utils.training_utils import TrainConfig, evaluate, one_cycle, train_model
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
 def test_output_shapes(shape):
     x = torch.randn(4, *shape)
-    for model in (FullyConnected(shape), SimpleCNN(shape[0]), CNNWithResidual(shape[0])):
+    for model in (FullyConnected(shape), SimpleCNN(shape[0], input_size=shape[-1]),
+                  CNNWithResidual(shape[0])):
         assert model(x).shape == (4, 10)
 
 
@@ -51,6 +52,6 @@ def test_training_lowers_the_loss(data_dir):
     assert result["test_loss"] < before
     assert result["test_acc"] > 0.5  # the synthetic classes are easy
     assert len(result["history"]) == 4
-    assert len(result["grad_norms_init"]) == len(result["grad_layers"]) == 3  # conv, conv, fc
+    assert len(result["grad_norms_init"]) == len(result["grad_layers"]) == 4  # 2 conv, 2 linear
     assert all(g > 0 for g in result["history"][-1]["grad_norms"])
     assert result["train_time_s"] > 0

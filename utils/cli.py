@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import platform
+import resource
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -61,7 +64,9 @@ def setup(args: argparse.Namespace) -> torch.device:
     """Device and threads from the CLI; raises DeviceError for an unavailable device."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    return resolve_device(args.device)
+    device = resolve_device(args.device)
+    args.resolved_device = str(device)
+    return device
 
 
 def load_splits(name: str, args: argparse.Namespace) -> tuple[ImageSet, ImageSet, dict]:
@@ -85,10 +90,48 @@ def make_config(args: argparse.Namespace, device: torch.device, epochs: int, lr:
                        batch_size=args.batch_size, seed=args.seed, device=str(device), **fields)
 
 
-def run_main(main: Callable[[], None]) -> None:
-    """Run a script's ``main``; user errors become one line on stderr and exit code 2."""
+def cpu_name() -> str:
     try:
-        main()
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{model}, {torch.get_num_threads()} threads"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (ru_maxrss is in KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
+RUN_COLUMNS = (("script", "скрипт", "str"), ("part", "часть", "str"), ("preset", "режим", "str"),
+               ("wall_time_min", "время, мин", "f2"), ("peak_rss_mb", "пик RSS, МБ", "int"),
+               ("device", "устройство", "str"), ("cpu", "процессор", "str"))
+
+
+def record_run(args: argparse.Namespace, script: str, seconds: float) -> None:
+    """Write the wall time and peak memory of a whole script run to ``<results>/runs/``."""
+    from utils.comparison_utils import load_results, markdown_table, write_json_atomic, write_text_atomic
+
+    out = Path(args.results_dir) / "runs"
+    preset = "quick" if args.quick else "budget" if args.budget else "default"
+    write_json_atomic(out / f"{script}.json", {
+        "model": script, "script": script, "part": args.part, "preset": preset,
+        "argv": sys.argv[1:], "wall_time_min": seconds / 60, "peak_rss_mb": peak_rss_mb(),
+        "device": getattr(args, "resolved_device", args.device), "cpu": cpu_name(),
+        "torch": torch.__version__})
+    runs = load_results(out)
+    write_text_atomic(out / "table.md", markdown_table(runs, RUN_COLUMNS) + "\n")
+
+
+def run_main(main: Callable[[], argparse.Namespace]) -> None:
+    """Run a script's ``main`` (which returns its parsed arguments), record its wall time and
+    peak memory; user errors become one line on stderr and exit code 2."""
+    start = time.perf_counter()
+    try:
+        args = main()
+        record_run(args, Path(sys.argv[0]).stem, time.perf_counter() - start)
     except (DataError, DeviceError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

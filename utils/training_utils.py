@@ -40,7 +40,7 @@ class TrainConfig:
     device: str = "cpu"
     channels_last: bool = True    # faster convolutions on CPU (measured: 1.2-1.4x) and on GPU
     grad_log_every: int = 50      # steps between two gradient-norm samples
-    train_eval_size: int = 10000  # clean (no augmentation) train metrics on this many examples
+    train_eval_size: int = 5000   # clean (no augmentation) train metrics on this many examples
     eval_batch_size: int = 1000
     stop_on_divergence: bool = True
 

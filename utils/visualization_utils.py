@@ -156,3 +156,188 @@ def save_comparison_figures(results: Sequence[dict[str, Any]], plots_dir: Path, 
             paths.append(plot_confusion_matrix(r, plots_dir / f"{prefix}_{r['model']}_confusion.png"))
             paths.append(plot_gradient_flow(r, plots_dir / f"{prefix}_{r['model']}_gradient_flow.png"))
     return paths
+
+
+# --- Task 3: function curves, heatmaps, spread across seeds ---------------------------------
+
+def plot_function_panels(x: np.ndarray, panels: Sequence[tuple[str, dict[str, np.ndarray]]],
+                         path: Path, title: str) -> Path:
+    """Side-by-side line plots over the same ``x``: each panel is (title, {label: y})."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    for ax, (name, curves) in zip(axes[0], panels):
+        for label, y in curves.items():
+            ax.plot(x, y, label=label)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set(title=name, xlabel="x")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_matrix(matrix: np.ndarray, path: Path, title: str, xlabel: str, ylabel: str,
+                row_labels: Sequence[str] | None = None, cmap: str = "viridis") -> Path:
+    """A heatmap of a 2-D array (rows labelled, columns numbered)."""
+    matrix = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(min(16, 3 + 0.18 * matrix.shape[1]), 1.2 + 0.35 * matrix.shape[0]))
+    sns.heatmap(matrix, cmap=cmap, ax=ax, yticklabels=row_labels if row_labels is not None else "auto",
+                xticklabels=max(1, matrix.shape[1] // 16))
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    return _save(fig, path)
+
+
+def plot_seed_spread(groups: dict[str, Sequence[dict[str, Any]]], path: Path, title: str,
+                     keys: Sequence[tuple[str, str]] = (("running_loss", "train loss (running)"),
+                                                        ("test_loss", "test loss"),
+                                                        ("test_acc", "test accuracy"))) -> Path:
+    """Per group (e.g. a block type) the curves of every seed (thin) and their mean ± std (band)."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 4.2), squeeze=False)
+    colors = sns.color_palette("tab10", len(groups))
+    for (name, runs), c in zip(groups.items(), colors):
+        for ax, (key, label) in zip(axes[0], keys):
+            n = min(len(r["history"]) for r in runs)
+            curves = np.array([[h[key] for h in r["history"][:n]] for r in runs])
+            epochs = np.arange(1, n + 1)
+            for curve in curves:
+                ax.plot(epochs, curve, color=c, lw=0.7, alpha=0.5)
+            mean, std = curves.mean(0), curves.std(0)
+            ax.plot(epochs, mean, color=c, lw=2, marker="o", label=f"{name} ({len(runs)} seeds)")
+            ax.fill_between(epochs, mean - std, mean + std, color=c, alpha=0.2)
+            ax.set(title=label, xlabel="epoch")
+    for ax in axes[0]:
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_grad_norm_traces(groups: dict[str, Sequence[dict[str, Any]]], path: Path, title: str) -> Path:
+    """Total gradient norm over training (the samples of every epoch, in order), one line a seed."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    colors = sns.color_palette("tab10", len(groups))
+    for (name, runs), c in zip(groups.items(), colors):
+        for i, r in enumerate(runs):
+            trace = [g for h in r["history"] for g in h["grad_total_norm"]]
+            ax.plot(trace, color=c, lw=1, alpha=0.8, label=name if i == 0 else None)
+    ax.set_yscale("log")
+    ax.set(title=title, xlabel="gradient sample (every grad_log_every steps)", ylabel="‖∇L‖₂ (all layers)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+# --- Task 2: activations, filters, receptive fields, per-layer gradient norms -----------------
+
+def _to_rgb(tile: torch.Tensor | np.ndarray, cmap: str, symmetric: bool = False) -> np.ndarray:
+    """A (C, H, W) image (RGB when C == 3) or an (H, W) map through ``cmap``, scaled to its own
+    range (around zero when ``symmetric``), as (H, W, 3) floats in 0..1."""
+    t = torch.as_tensor(tile).detach().float().cpu().numpy()
+    if t.ndim == 3 and t.shape[0] == 3:
+        return ((t - t.min()) / max(t.max() - t.min(), 1e-12)).transpose(1, 2, 0)
+    t = t[0] if t.ndim == 3 else t
+    if symmetric:
+        v = max(np.abs(t).max(), 1e-12)
+        t = (t + v) / (2 * v)
+    else:
+        t = (t - t.min()) / max(t.max() - t.min(), 1e-12)
+    return plt.get_cmap("gray" if cmap == "image" else cmap)(t)[..., :3]
+
+
+def _mosaic(rows: Sequence[Sequence[np.ndarray | None]], path: Path, title: str,
+            row_labels: Sequence[str] | None, cell_inches: float = 0.9) -> Path:
+    """RGB tiles laid out in rows on one canvas and drawn as a single image: far faster than one
+    axes per tile. Tiles are resized (nearest) to a common side; None leaves a blank cell."""
+    sizes = [t.shape[0] for row in rows for t in row if t is not None]
+    side = int(np.lcm.reduce(sizes)) if np.lcm.reduce(sizes) <= 128 else max(sizes)
+    gap = max(1, side // 8)
+    cols = max(len(r) for r in rows)
+    canvas = np.ones((len(rows) * (side + gap), cols * (side + gap), 3))
+    for i, row in enumerate(rows):
+        for j, t in enumerate(row):
+            if t is not None:
+                idx_y = np.arange(side) * t.shape[0] // side
+                idx_x = np.arange(side) * t.shape[1] // side
+                y, x = i * (side + gap), j * (side + gap)
+                canvas[y:y + side, x:x + side] = t[idx_y][:, idx_x]
+    fig, ax = plt.subplots(figsize=(cell_inches * cols + 1.6, cell_inches * len(rows) + 0.7))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([i * (side + gap) + side / 2 for i in range(len(rows))],
+                  row_labels if row_labels is not None else [""] * len(rows), fontsize=8)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_maps_with_inputs(inputs: Sequence[torch.Tensor | None], maps: Sequence[torch.Tensor],
+                          path: Path, title: str, row_labels: Sequence[str] | None = None,
+                          cmap: str = "viridis") -> Path:
+    """Rows of feature maps, each row after its input image: ``inputs[i]`` (C, H, W) or None,
+    ``maps[i]`` (K, h, w). Every map is scaled to its own range."""
+    rows = [[None if image is None else _to_rgb(image, "image")] + [_to_rgb(m, cmap) for m in row]
+            for image, row in zip(inputs, maps)]
+    return _mosaic(rows, path, title, row_labels)
+
+
+def plot_filters(weights: dict[str, torch.Tensor], path: Path, title: str, max_filters: int = 16) -> Path:
+    """One row of convolution kernels per model: RGB when the layer sees an RGB image, otherwise
+    the slice of the first input channel (red positive, blue negative). ``weights[name]`` is
+    (out, in, k, k)."""
+    rows = [[_to_rgb(w if w.shape[0] == 3 else w[0], "RdBu_r", symmetric=True)
+             for w in torch.as_tensor(ws)[:max_filters]] for ws in weights.values()]
+    labels = [f"{name} {tuple(torch.as_tensor(w).shape[2:])}" for name, w in weights.items()]
+    return _mosaic(rows, path, title, labels, cell_inches=0.6)
+
+
+def plot_heatmap_grid(maps: torch.Tensor | np.ndarray, path: Path, title: str,
+                      row_labels: Sequence[str], col_labels: Sequence[str],
+                      boxes: Sequence[tuple[float, float, float] | None] | None = None,
+                      cmap: str = "magma") -> Path:
+    """Heat maps shaped (rows, cols, H, W) on a shared 0..1 scale; ``boxes[col]`` = (centre x,
+    centre y, side) draws a square on every panel of that column (e.g. a theoretical receptive field)."""
+    maps = torch.as_tensor(maps).detach().float().cpu().numpy()
+    rows, cols = maps.shape[:2]
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols + 1.2, 2.3 * rows + 0.6), squeeze=False)
+    for i in range(rows):
+        for j in range(cols):
+            ax = axes[i, j]
+            im = ax.imshow(maps[i, j], cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            if boxes is not None and boxes[j] is not None:
+                cx, cy, side = boxes[j]
+                ax.add_patch(plt.Rectangle((cx - side / 2, cy - side / 2), side, side, fill=False,
+                                           edgecolor="cyan", lw=1.2, ls="--"))
+                ax.set_xlim(-0.5, maps.shape[3] - 0.5)
+                ax.set_ylim(maps.shape[2] - 0.5, -0.5)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(row_labels[i], fontsize=8)
+            if i == 0:
+                ax.set_title(col_labels[j], fontsize=8)
+    fig.colorbar(im, ax=axes, shrink=0.8)
+    fig.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)  # no tight_layout: it does not handle a colorbar shared by a grid
+    plt.close(fig)
+    return path
+
+
+def plot_layer_norms(panels: Sequence[tuple[str, dict[str, Sequence[float]]]], path: Path, title: str,
+                     ylabel: str = "‖∂L/∂W‖₂") -> Path:
+    """Per-layer values (log scale) against the layer's relative depth, one line per model, one
+    panel per moment (e.g. at initialisation and in the last epoch)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.3), squeeze=False)
+    for ax, (name, series) in zip(axes[0], panels):
+        for label, values in series.items():
+            x = np.linspace(0, 1, len(values)) if len(values) > 1 else np.zeros(1)
+            ax.plot(x, values, marker=".", label=label)
+        ax.set_yscale("log")
+        ax.set(title=name, xlabel="relative depth of the layer (0 = input side, 1 = classifier)",
+               ylabel=ylabel)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
