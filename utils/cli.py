@@ -116,7 +116,8 @@ def record_run(args: argparse.Namespace, script: str, seconds: float) -> None:
 
     out = Path(args.results_dir) / "runs"
     preset = "quick" if args.quick else "budget" if args.budget else "default"
-    write_json_atomic(out / f"{script}.json", {
+    name = script if args.part == "all" else f"{script}_part{args.part}"
+    write_json_atomic(out / f"{name}.json", {
         "model": script, "script": script, "part": args.part, "preset": preset,
         "argv": sys.argv[1:], "wall_time_min": seconds / 60, "peak_rss_mb": peak_rss_mb(),
         "device": getattr(args, "resolved_device", args.device), "cpu": cpu_name(),
