@@ -260,8 +260,9 @@ def _mosaic(rows: Sequence[Sequence[np.ndarray | None]], path: Path, title: str,
                 idx_x = np.arange(side) * t.shape[1] // side
                 y, x = i * (side + gap), j * (side + gap)
                 canvas[y:y + side, x:x + side] = t[idx_y][:, idx_x]
-    fig, ax = plt.subplots(figsize=(cell_inches * cols + 1.6, cell_inches * len(rows) + 0.7))
+    fig, ax = plt.subplots(figsize=(cell_inches * cols + 2.4, cell_inches * len(rows) + 0.7))
     ax.imshow(canvas, interpolation="nearest")
+    ax.set_anchor("E")  # the row labels need the room on the left
     ax.set_xticks([])
     ax.set_yticks([i * (side + gap) + side / 2 for i in range(len(rows))],
                   row_labels if row_labels is not None else [""] * len(rows), fontsize=8)

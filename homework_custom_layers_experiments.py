@@ -1,0 +1,351 @@
+"""Task 3: custom layers with hand-written backward passes (3.1) and residual block variants (3.2).
+
+3.1 times every layer of ``models.custom_layers.CUSTOM_LAYERS`` against its standard counterpart,
+trains the same small CNN with the custom and with the standard layers on CIFAR-10, and draws
+Swish vs ReLU, the attention maps and the pooled outputs. 3.2 compares ResNets of basic,
+bottleneck and wide blocks (same depth and stage layout): accuracy, parameters, FLOPs, time; then
+repeats each with several seeds on a shorter budget to measure training stability.
+
+    python homework_custom_layers_experiments.py --data-dir ../shared/data
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from models.cnn_models import BasicBlock, BottleneckBlock, ResNet, WideBlock, count_parameters
+from models.custom_layers import (CUSTOM_LAYERS, STANDARD_LAYERS, ChannelSpatialAttention, LayerCNN,
+                                  MixedPool2d, Swish, WSConv2d, swish_bwd, swish_fwd)
+from utils.cli import base_parser, load_splits, make_config, run_main, setup
+from utils.comparison_utils import (STANDARD_COLUMNS, ModelSpec, markdown_table, run_caption,
+                                    run_comparison, write_json_atomic, write_table, write_text_atomic)
+from utils.data import ImageSet
+from utils.visualization_utils import (plot_function_panels, plot_grad_norm_traces, plot_image_grid,
+                                       plot_matrix, plot_seed_spread, save_comparison_figures)
+
+LR = 0.1  # peak of the one-cycle schedule, SGD + Nesterov, batch 128 (as in task 1)
+
+# 3.1: the small CNN of LayerCNN, trained with custom vs standard layers.
+LAYER_CNN_WIDTHS = (16, 32, 64)
+LAYER_CNN_EPOCHS = 2
+
+# 3.2: the same depth (one block per stage) and stage planes for every block type; the bottleneck
+# expands its output x4, the wide block widens its convolutions x WIDE_K.
+BLOCK_LAYERS = (1, 1, 1)
+BLOCK_PLANES = (16, 32, 64)
+WIDE_K = 2
+BLOCK_EPOCHS = 2
+# Stability: seed repeats on a shorter budget (a training subset, fewer images per epoch), with
+# the gradient norm sampled often enough to see its course within an epoch.
+SEEDS = 3
+SEED_TRAIN, SEED_TEST, SEED_EPOCHS = 3000, 2000, 3
+SEED_GRAD_LOG_EVERY = 5
+
+BLOCK_COLUMNS = (
+    ("model", "блок", "str"), ("params", "параметры", "int"), ("mflops", "MFLOPs / изобр.", "f2"),
+    ("epochs", "эпохи", "int"), ("train_acc", "train acc, %", "pct"), ("test_acc", "test acc, %", "pct"),
+    ("test_loss", "test loss", "f4"), ("train_time_s", "обучение, с", "s"),
+    ("train_images_per_s", "обучение, изобр./с", "int"), ("inference_time_s", "инференс test, с", "s"),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3.1 Custom layers
+
+def median_time(fn: Callable[[], Any], warmup: int, repeats: int) -> float:
+    """Median wall-clock seconds of ``fn()`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def time_layer(layer: nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> dict[str, float]:
+    """Forward time (no graph), forward+backward time and statistics of the output."""
+    layer.train()
+    xg = x.detach().clone().requires_grad_()
+
+    def forward() -> None:
+        with torch.no_grad():
+            layer(x)
+
+    def forward_backward() -> None:
+        xg.grad = None
+        layer.zero_grad(set_to_none=True)
+        layer(xg).sum().backward()
+
+    with torch.no_grad():
+        y = layer(x).float()
+    return {"forward_ms": 1000 * median_time(forward, warmup, repeats),
+            "forward_backward_ms": 1000 * median_time(forward_backward, warmup, repeats),
+            "out_mean": y.mean().item(), "out_std": y.std().item(),
+            "out_shape": "x".join(map(str, y.shape[1:]))}
+
+
+def benchmark_layers(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    """3.1: each custom layer vs its standard counterpart on the same random feature maps."""
+    out = args.results_dir / "custom_layers"
+    batch, channels, size = (8, 16, 16) if args.quick else (64, 32, 32)
+    warmup, repeats = (1, 3) if args.quick else (5, 25)
+    pairs = [(role, CUSTOM_LAYERS[role], STANDARD_LAYERS[role]) for role in CUSTOM_LAYERS]
+    # The standard layer with the *same* maths as Swish, to separate its cost from ReLU's.
+    pairs.append(("activation (SiLU)", CUSTOM_LAYERS["activation"], lambda c: nn.SiLU()))
+    rows = []
+    for role, custom, standard in pairs:
+        torch.manual_seed(args.seed)
+        x = torch.randn(batch, channels, size, size, device=device).to(memory_format=torch.channels_last)
+        row: dict[str, Any] = {"role": role}
+        for kind, factory in (("custom", custom), ("standard", standard)):
+            layer = factory(channels).to(device).to(memory_format=torch.channels_last)
+            row[f"{kind}_layer"] = type(layer).__name__
+            row[f"{kind}_params"] = count_parameters(layer)
+            row.update({f"{kind}_{k}": v for k, v in time_layer(layer, x, warmup, repeats).items()})
+        row["slowdown_fwd_bwd"] = row["custom_forward_backward_ms"] / row["standard_forward_backward_ms"]
+        rows.append(row)
+        print(f"{role}: fwd+bwd {row['custom_forward_backward_ms']:.2f} ms custom vs "
+              f"{row['standard_forward_backward_ms']:.2f} ms standard")
+    columns = [("role", "роль", "str"), ("custom_layer", "свой слой", "str"),
+               ("standard_layer", "стандартный", "str"), ("custom_params", "парам. свой", "int"),
+               ("standard_params", "парам. станд.", "int"),
+               ("custom_forward_ms", "forward свой, мс", "f2"),
+               ("standard_forward_ms", "forward станд., мс", "f2"),
+               ("custom_forward_backward_ms", "fwd+bwd свой, мс", "f2"),
+               ("standard_forward_backward_ms", "fwd+bwd станд., мс", "f2"),
+               ("slowdown_fwd_bwd", "замедление fwd+bwd", "f2"),
+               ("custom_out_mean", "mean выхода свой", "f4"), ("standard_out_mean", "mean станд.", "f4"),
+               ("custom_out_std", "std выхода свой", "f4"), ("standard_out_std", "std станд.", "f4")]
+    caption = (f"_вход N(0, 1) формы {batch}x{channels}x{size}x{size} (channels_last), устройство {device}, "
+               f"потоков {torch.get_num_threads()}; медиана {repeats} повторов после {warmup} прогревочных; "
+               f"слои в режиме train, свежая инициализация"
+               + ("; **--quick: цифры не показательны**" if args.quick else "") + "_")
+    write_json_atomic(out / "layer_benchmark.json", {"rows": rows, "caption": caption})
+    write_text_atomic(out / "layer_benchmark.md", markdown_table(rows, columns) + "\n\n" + caption + "\n")
+    return rows
+
+
+def plot_swish_vs_relu(plots_dir: Path, learned_betas: list[float]) -> Path:
+    """Swish for several beta (and the learned ones) vs ReLU; derivatives from the hand-written backward."""
+    x = torch.linspace(-5, 5, 401, dtype=torch.float64)
+    values, derivatives = {"ReLU": F.relu(x).numpy()}, {"ReLU": (x > 0).double().numpy()}
+    betas = [0.5, 1.0, 2.0] + [round(b, 2) for b in learned_betas]
+    for beta in betas:
+        b = torch.tensor(beta, dtype=torch.float64)
+        y, s = swish_fwd(x, b)
+        grad_x, _ = swish_bwd(x, s, b, torch.ones_like(x))
+        label = f"Swish β={beta:g}" + (" (обученная)" if beta in betas[3:] else "")
+        values[label], derivatives[label] = y.numpy(), grad_x.numpy()
+    return plot_function_panels(x.numpy(), [("f(x)", values), ("f'(x) (из backward)", derivatives)],
+                                plots_dir / "swish_vs_relu.png", "Swish(x) = x·σ(βx) vs ReLU")
+
+
+def layer_figures(model: nn.Module, test: ImageSet, plots_dir: Path, device: torch.device,
+                  n_images: int = 6) -> dict[str, Any]:
+    """Attention maps, per-class channel attention and pooled outputs of a trained custom CNN.
+
+    Returns the learned parameters of the custom layers (saved with the result).
+    """
+    model.eval()
+    attentions = [m for m in model.modules() if isinstance(m, ChannelSpatialAttention)]
+    pools = [m for m in model.modules() if isinstance(m, MixedPool2d)]
+    captured: dict[str, torch.Tensor] = {}
+    hook = pools[0].register_forward_hook(lambda m, inp, out: captured.update(x=inp[0].detach()))
+    sample = test.subset(min(1000, len(test)), seed=0)
+    x = sample.normalize(sample.images.to(device))
+    with torch.inference_mode():
+        model(x)
+    hook.remove()
+
+    # Spatial attention of every stage for a few images, upsampled to the input size.
+    maps = [F.interpolate(a.last_spatial[:n_images].float(), size=x.shape[-2:], mode="nearest")[:, 0]
+            for a in attentions]
+    gray = sample.images[:n_images].float().mean(1).to(device)
+    grid = torch.stack([gray, *maps], 1)  # (images, 1 + stages, H, W)
+    labels = [sample.classes[int(c)] for c in sample.labels[:n_images]]
+    plot_image_grid(grid, plots_dir / "attention_spatial_maps.png",
+                    "Пространственное внимание a_s по стадиям (светлее = больший вес)",
+                    row_labels=labels, col_labels=["вход"] + [f"стадия {i + 1}" for i in range(len(maps))])
+
+    # Channel attention of the last stage averaged per class: which channels each class uses.
+    a_c = attentions[-1].last_channel.float().cpu()
+    per_class = torch.stack([a_c[sample.labels == k].mean(0) if (sample.labels == k).any()
+                             else torch.zeros(a_c.shape[1]) for k in range(len(sample.classes))])
+    plot_matrix(per_class.numpy(), plots_dir / "attention_channel_per_class.png",
+                "Канальное внимание a_c последней стадии, среднее по классу", "канал", "класс",
+                row_labels=list(sample.classes))
+
+    # Pooled outputs of the first pooling layer: max, mean and the learned mix, for the channels
+    # with the most max-like, the median and the most mean-like learned mix.
+    feats, pool = captured["x"][0], pools[0]
+    mix = pool.mix.cpu()
+    order = torch.argsort(mix, descending=True)
+    channels = [int(order[0]), int(order[len(order) // 2]), int(order[-1])]
+    with torch.no_grad():
+        inp = feats[channels].unsqueeze(0).float()
+        a = mix[channels].view(1, -1, 1, 1).to(inp.device)
+        mx, avg = F.max_pool2d(inp, 2), F.avg_pool2d(inp, 2)
+        mixed = a * mx + (1 - a) * avg
+        up = lambda t: F.interpolate(t, size=inp.shape[-2:], mode="nearest")[0]  # noqa: E731
+        panels = torch.stack([inp[0], up(mx), up(avg), up(mixed)], 1)
+    plot_image_grid(panels, plots_dir / "pooled_outputs.png",
+                    "Выход MixedPool2d первой стадии (изображение 1)",
+                    row_labels=[f"канал {c}, a={mix[c]:.2f}" for c in channels],
+                    col_labels=["вход", "max", "mean", "mixed (обученная a)"])
+
+    return {"swish_beta": [m.beta.item() for m in model.modules() if isinstance(m, Swish)],
+            "pool_mix_mean": [float(p.mix.mean()) for p in pools],
+            "pool_mix_min_max": [[float(p.mix.min()), float(p.mix.max())] for p in pools],
+            "ws_gain_mean": [float(m.gain.detach().mean()) for m in model.modules()
+                             if isinstance(m, WSConv2d)],
+            "spatial_attention_std": [float(a.last_spatial.float().std()) for a in attentions]}
+
+
+def compare_layer_cnns(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    """3.1: the same small CNN with the custom layers and with the standard ones, on CIFAR-10."""
+    train, test, info = load_splits("cifar10", args)
+    cfg = make_config(args, device, epochs=LAYER_CNN_EPOCHS, lr=LR)
+    out, plots = args.results_dir / "custom_layers", args.plots_dir / "custom_layers"
+    specs = [ModelSpec("CNN-standard", lambda: LayerCNN(STANDARD_LAYERS, widths=LAYER_CNN_WIDTHS),
+                       notes="Conv2d, ReLU, torchvision SqueezeExcitation, MaxPool2d"),
+             ModelSpec("CNN-custom", lambda: LayerCNN(CUSTOM_LAYERS, widths=LAYER_CNN_WIDTHS),
+                       notes="WSConv2d, Swish, ChannelSpatialAttention, MixedPool2d")]
+
+    def after(spec: ModelSpec, model: nn.Module, result: dict[str, Any]) -> None:
+        if spec.name == "CNN-custom":
+            result["learned"] = layer_figures(model, test, plots, device)
+
+    results = run_comparison(out, specs, train, test, cfg, info, resume=args.resume, after_training=after)
+    columns = list(STANDARD_COLUMNS) + [("train_images_per_s", "обучение, изобр./с", "int")]
+    write_table(out, results, columns)
+    save_comparison_figures(results, plots, "cifar10", "CIFAR-10: custom vs standard layers")
+    custom = next(r for r in results if r["model"] == "CNN-custom")
+    plot_swish_vs_relu(plots, custom.get("learned", {}).get("swish_beta", []))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# 3.2 Residual blocks
+
+def block_specs(seed: int | None = None, **overrides: Any) -> list[ModelSpec]:
+    """Basic, bottleneck and wide ResNets of the same depth and stage planes."""
+    blocks = [("BasicBlock", BasicBlock, "2 x 3x3"),
+              ("BottleneckBlock", BottleneckBlock, f"1x1-3x3-1x1, expansion {BottleneckBlock.expansion}"),
+              (f"WideBlock-k{WIDE_K}", WideBlock.widen(WIDE_K), f"2 x 3x3, widening k={WIDE_K}")]
+    suffix = "" if seed is None else f"_seed{seed}"
+    if seed is not None:
+        overrides = {**overrides, "seed": seed}
+    return [ModelSpec(name + suffix, lambda b=block: ResNet(b, BLOCK_LAYERS, BLOCK_PLANES),
+                      overrides=dict(overrides), notes=f"{note}; layers {BLOCK_LAYERS}, planes {BLOCK_PLANES}")
+            for name, block, note in blocks]
+
+
+def forward_flops(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> int:
+    """FLOPs of one forward pass on one image (torch.utils.flop_counter; a multiply-add = 2)."""
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, *shape, device=device))
+    return counter.get_total_flops()
+
+
+def compare_blocks(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    """3.2: accuracy, parameters, FLOPs, training and inference time of the three block types."""
+    train, test, info = load_splits("cifar10", args)
+    cfg = make_config(args, device, epochs=BLOCK_EPOCHS, lr=LR)
+    out = args.results_dir / "residual_blocks"
+
+    def after(spec: ModelSpec, model: nn.Module, result: dict[str, Any]) -> None:
+        result["mflops"] = forward_flops(model, train.shape, device) / 1e6
+
+    results = run_comparison(out, block_specs(), train, test, cfg, info, resume=args.resume,
+                             after_training=after)
+    write_table(out, results, BLOCK_COLUMNS)
+    save_comparison_figures(results, args.plots_dir / "residual_blocks", "cifar10",
+                            "CIFAR-10: residual block variants")
+    return results
+
+
+def stability_rows(groups: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per block: mean ± std of the final metrics over seeds and statistics of the gradient norm."""
+    rows = []
+    for name, runs in groups.items():
+        acc = np.array([r["test_acc"] for r in runs])
+        loss = np.array([r["test_loss"] for r in runs])
+        grads = np.array([g for r in runs for h in r["history"] for g in h["grad_total_norm"]])
+        # Spread of the loss curves: std across seeds of the running train loss, averaged over epochs.
+        n = min(len(r["history"]) for r in runs)
+        curves = np.array([[h["running_loss"] for h in r["history"][:n]] for r in runs])
+        rows.append({
+            "block": name, "seeds": len(runs),
+            "test_acc": f"{100 * acc.mean():.2f} ± {100 * acc.std(ddof=1) if len(acc) > 1 else 0:.2f}",
+            "test_loss": f"{loss.mean():.4f} ± {loss.std(ddof=1) if len(loss) > 1 else 0:.4f}",
+            "loss_curve_std": float(curves.std(0).mean()),
+            "grad_median": float(np.median(grads)), "grad_max": float(grads.max()),
+            "grad_cv": float(grads.std() / grads.mean()),
+            "grad_max_over_median": float(grads.max() / np.median(grads)),
+            "diverged": sum(bool(r.get("diverged")) for r in runs),
+        })
+    return rows
+
+
+def training_stability(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    """3.2: every block type with several seeds on a shorter budget; spread and gradient norms."""
+    train, test, info = load_splits("cifar10", args)
+    train, test = train.subset(SEED_TRAIN, args.seed), test.subset(SEED_TEST, args.seed)
+    info = {**info, "train_size": len(train), "test_size": len(test),
+            "preset": info.get("preset") or f"повторы по сидам ({SEEDS} сида)"}
+    cfg = make_config(args, device, epochs=SEED_EPOCHS, lr=LR)
+    cfg = replace(cfg, grad_log_every=SEED_GRAD_LOG_EVERY, train_eval_size=min(cfg.train_eval_size, SEED_TEST))
+    out = args.results_dir / "residual_blocks" / "seeds"
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for seed in range(args.seed, args.seed + SEEDS):
+        specs = block_specs(seed)
+        for spec, r in zip(specs, run_comparison(out, specs, train, test, cfg, info, resume=args.resume)):
+            groups.setdefault(spec.name.removesuffix(f"_seed{seed}"), []).append(r)
+    rows = stability_rows(groups)
+    columns = [("block", "блок", "str"), ("seeds", "сидов", "int"), ("test_acc", "test acc, % (mean ± std)", "str"),
+               ("test_loss", "test loss (mean ± std)", "str"),
+               ("loss_curve_std", "разброс кривой train loss (std по сидам)", "f4"),
+               ("grad_median", "‖∇‖ медиана", "f2"), ("grad_max", "‖∇‖ max", "f2"),
+               ("grad_cv", "‖∇‖ std/mean", "f2"), ("grad_max_over_median", "‖∇‖ max/медиана", "f2"),
+               ("diverged", "разошлось", "int")]
+    all_runs = [r for runs in groups.values() for r in runs]
+    write_json_atomic(out / "stability.json", rows)
+    write_text_atomic(args.results_dir / "residual_blocks" / "stability.md",
+                      markdown_table(rows, columns) + "\n\n" + run_caption(all_runs) + "\n")
+    plots = args.plots_dir / "residual_blocks"
+    plot_seed_spread(groups, plots / "stability_loss_spread.png",
+                     f"Разброс по {SEEDS} сидам (train {len(train)}, сокращённый бюджет)")
+    plot_grad_norm_traces(groups, plots / "stability_grad_norms.png",
+                          f"Норма градиента во время обучения, {SEEDS} сида на блок")
+    return rows
+
+
+def main() -> argparse.Namespace:
+    parser = base_parser(__doc__.splitlines()[0], parts=("3.1", "3.2"))
+    args = parser.parse_args()
+    device = setup(args)
+    if args.part in ("3.1", "all"):
+        benchmark_layers(args, device)
+        compare_layer_cnns(args, device)
+    if args.part in ("3.2", "all"):
+        compare_blocks(args, device)
+        training_stability(args, device)
+    return args  # run_main records the run's wall time and peak memory
+
+
+if __name__ == "__main__":
+    run_main(main)
