@@ -7,7 +7,8 @@ A block in the README looks like::
     <!-- END results/mnist_comparison/table.md -->
 
 and is replaced by the current content of that file (a path relative to the README's folder),
-which the homework scripts generate from their JSON results. Run ``python -m utils.report``.
+which the homework scripts generate from their JSON results (a file that is not markdown, such as
+a benchmark's output, is shown verbatim in a text block). Run ``python -m utils.report``.
 """
 from __future__ import annotations
 
@@ -30,7 +31,10 @@ def update_readme(readme: Path) -> list[str]:
         if not table.is_file():
             missing.append(m.group("path"))
             return m.group(0)
-        return m.group(1) + table.read_text().rstrip("\n") + "\n" + m.group(4)
+        body = table.read_text().rstrip("\n")
+        if table.suffix != ".md":  # plain text (benchmark output): show it verbatim
+            body = "```text\n" + body + "\n```"
+        return m.group(1) + body + "\n" + m.group(4)
 
     text = readme.read_text()
     new = BLOCK.sub(fill, text)
