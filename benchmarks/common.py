@@ -1,0 +1,167 @@
+"""What both benchmarks share: the models of task 1, data, the training step, interleaved timing.
+
+The step is :func:`utils.training_utils.train_model`'s, built from the same parts (optimiser,
+one-cycle schedule, loss, gradient-norm samples), so only what a benchmark varies differs.
+"""
+from __future__ import annotations
+
+import itertools
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as `python benchmarks/x.py` from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from homework_cnn_vs_fc_comparison import LR, cifar_models, mnist_models  # noqa: E402
+from utils.comparison_utils import ModelSpec  # noqa: E402
+from utils.data import STATS, CIFAR10_CLASSES, MNIST_CLASSES, DataError, ImageSet, load_dataset  # noqa: E402
+from utils.training_utils import (TrainConfig, gradient_norms, make_optimizer, one_cycle,  # noqa: E402
+                                  prepare_model, tracked_parameters)
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+# The two models of the issue, exactly as task 1 builds them. On CIFAR-10 the residual CNN is
+# benchmarked with its "+reg" recipe, so that both pipelines do crop+flip augmentation.
+MODELS = {"mnist": "SimpleCNN", "cifar10": "ResidualCNN+reg"}
+
+
+def model_spec(dataset: str) -> ModelSpec:
+    specs = mnist_models() if dataset == "mnist" else cifar_models()
+    return next(s for s in specs if s.name == MODELS[dataset])
+
+
+def make_config(spec: ModelSpec, batch_size: int = 128, channels_last: bool = True) -> TrainConfig:
+    """Task 1's training settings for ``spec`` on the CPU."""
+    fields = {**spec.overrides, "batch_size": batch_size, "channels_last": channels_last}
+    return TrainConfig(lr=LR, device="cpu", **fields)
+
+
+def synthetic_set(dataset: str, n: int, seed: int = 0) -> ImageSet:
+    """Random uint8 images of the data set's shape (the speed does not depend on the pixels)."""
+    rng = np.random.default_rng(seed)
+    shape = (1, 28, 28) if dataset == "mnist" else (3, 32, 32)
+    images = torch.from_numpy(rng.integers(0, 256, (n, *shape), dtype=np.uint8))
+    labels = torch.from_numpy(rng.integers(0, 10, n))
+    classes = MNIST_CLASSES if dataset == "mnist" else CIFAR10_CLASSES
+    mean, std = STATS[dataset]
+    return ImageSet(images, labels, classes, mean, std)
+
+
+def train_set(dataset: str, data_dir: str | None, n_synthetic: int) -> ImageSet:
+    """The real training split from ``data_dir`` (never downloaded), else a synthetic one."""
+    if data_dir:
+        return load_dataset(dataset, "train", data_dir, download=False)
+    return synthetic_set(dataset, n_synthetic)
+
+
+class TrainStep:
+    """One optimisation step of ``train_model``: forward, loss, backward, gradient-norm sample
+    every ``grad_log_every`` steps, SGD step, schedule step, running loss/accuracy.
+
+    ``host_sync`` reads the running loss and accuracy back with ``.item()`` every step, as a
+    loop is commonly written; without it they are summed on the device, as train_model does.
+    ``compile`` runs the model's forward and backward through ``torch.compile``.
+    """
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, host_sync: bool = False,
+                 compile: bool = False, total_steps: int = 10_000) -> None:
+        self.cfg, self.host_sync = cfg, host_sync
+        self.model = prepare_model(model, cfg).train()
+        self.forward = torch.compile(self.model, dynamic=False) if compile else self.model
+        self.optimizer = make_optimizer(self.model, cfg)
+        # A long schedule: the learning rate stays away from zero during the benchmark.
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, one_cycle(total_steps, cfg.warmup_frac))
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.params = [p for _, p in tracked_parameters(self.model)]
+        self.loss_sum = torch.zeros(())
+        self.correct = torch.zeros((), dtype=torch.long)
+        self.steps = 0
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        logits = self.forward(x)
+        loss = self.criterion(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.steps % self.cfg.grad_log_every == 0:
+            self.grad_sample = gradient_norms(self.params)
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.host_sync:
+            self.loss_sum += loss.item() * len(y)
+            self.correct += (logits.argmax(1) == y).sum().item()
+        else:
+            self.loss_sum += loss.detach() * len(y)
+            self.correct += (logits.argmax(1) == y).sum()
+        self.steps += 1
+
+
+def batches_forever(new_epoch: Callable[[], Iterator[Batch]]) -> Iterator[Batch]:
+    """Batches of one epoch after another (an epoch boundary costs what it costs in training).
+
+    The first epoch's iterator is made here, so that a caller can start it (and a DataLoader's
+    worker processes) before it starts a timer.
+    """
+    def later() -> Iterator[Batch]:
+        while True:
+            yield from new_epoch()
+    return itertools.chain(new_epoch(), later())
+
+
+def run_steps(step: Callable[[torch.Tensor, torch.Tensor], None], batches: Iterator[Batch],
+              n: int) -> float:
+    """Images per second of ``n`` steps on batches drawn from ``batches`` (loading included)."""
+    images = 0
+    start = time.perf_counter()
+    for _ in range(n):
+        x, y = next(batches)
+        step(x, y)
+        images += len(y)
+    return images / (time.perf_counter() - start)
+
+
+def interleave(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Call every run ``repeats`` times, alternating the order (A B, B A, A B ...), so that
+    a change in the machine's load hits all of them alike."""
+    out: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
+    for r in range(repeats):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            out[name].append(runs[name]())
+    return out
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def peak_rss_mb() -> tuple[float, float]:
+    """Peak resident memory of this process and of its largest finished child (DataLoader
+    workers), in MB (``ru_maxrss`` is in KB on Linux)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return own, children
+
+
+def run_benchmark(main: Callable[[], None]) -> None:
+    """Run a benchmark's ``main``; a data error is one line on stderr and exit code 2.
+    (utils.cli.run_main would also record the run among the homework's results.)"""
+    try:
+        main()
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def machine_line() -> str:
+    return (f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+            f"{torch.backends.cpu.get_cpu_capability()}")

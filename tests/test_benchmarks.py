@@ -1,0 +1,42 @@
+"""The benchmarks run end to end on tiny settings, and the naive pipeline matches the core's data."""
+import torch
+
+from benchmarks.bench_pipeline import NaiveDataset, naive_transform
+from benchmarks.common import interleave, synthetic_set
+from tests.test_scripts import run_script
+from utils.data import BatchIterator
+
+
+def test_naive_dataset_normalises_like_the_core():
+    data = synthetic_set("cifar10", 8)
+    naive = NaiveDataset(data, naive_transform(data, "none"))
+    core_x, core_y = next(iter(BatchIterator(data, 8)))
+    naive_x = torch.stack([naive[i][0] for i in range(8)])
+    assert torch.allclose(naive_x, core_x, atol=1e-5)
+    assert [naive[i][1] for i in range(8)] == core_y.tolist()
+
+
+def test_interleave_alternates_the_order():
+    calls = []
+    interleave({"a": lambda: calls.append("a") or 1.0, "b": lambda: calls.append("b") or 2.0}, 3)
+    assert calls == ["a", "b", "b", "a", "a", "b"]
+
+
+def test_bench_pipeline_tiny(tmp_path):
+    proc = run_script("benchmarks/bench_pipeline.py", "--steps", 2, "--repeats", 2, "--warmup", 1,
+                      "--synthetic-size", 512, "--workers", 0, "--threads", 1, "--batch-size", 32)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("ratio core / best naive") == 2 and "peak RSS" in proc.stdout
+
+
+def test_bench_options_tiny():
+    proc = run_script("benchmarks/bench_options.py", "--dataset", "mnist", "--images", 64,
+                      "--repeats", 1, "--warmup", 1, "--no-compile", "--synthetic-size", 256)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("baseline", "NCHW", "batch 256", "2 threads"):  # OMP_NUM_THREADS=1: 1 is the default
+        assert name in proc.stdout
+
+
+def test_bench_pipeline_missing_data_is_one_line_exit_2(tmp_path):
+    proc = run_script("benchmarks/bench_pipeline.py", "--data-dir", tmp_path / "none", "--dataset", "mnist")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
