@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import gc
+import io
 import json
 import os
 import re
@@ -90,15 +91,12 @@ def write_summary(experiment_dir: Path, results: Sequence[dict[str, Any]],
     """``summary.csv``: one row per model with the headline metrics."""
     columns = list(SUMMARY_COLUMNS) + [c for c in extra_columns if c not in SUMMARY_COLUMNS]
     path = Path(experiment_dir) / "summary.csv"
-    lines = []
-    with tempfile.TemporaryFile("w+", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for r in results:
-            writer.writerow({c: r.get(c, "") for c in columns})
-        f.seek(0)
-        lines = f.read()
-    write_text_atomic(path, lines)
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for r in results:
+        writer.writerow({c: r.get(c, "") for c in columns})
+    write_text_atomic(path, buffer.getvalue())
     return path
 
 
@@ -143,10 +141,6 @@ STANDARD_COLUMNS = (
 def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> list[list[int]]:
     idx = labels.cpu() * num_classes + predictions.cpu()
     return torch.bincount(idx, minlength=num_classes ** 2).view(num_classes, num_classes).tolist()
-
-
-def describe_data(train_set: ImageSet, test_set: ImageSet, name: str) -> dict[str, Any]:
-    return {"dataset": name, "train_size": len(train_set), "test_size": len(test_set)}
 
 
 def run_comparison(experiment_dir: Path, specs: Sequence[ModelSpec], train_set: ImageSet,

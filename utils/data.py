@@ -64,10 +64,16 @@ class ImageSet:
         idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
         return ImageSet(self.images[idx], self.labels[idx], self.classes, self.mean, self.std)
 
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 images -> float, normalised per channel."""
-        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1) * 255
-        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1) * 255
+    def stats(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and std on the uint8 scale, shaped to broadcast over NCHW batches."""
+        mean = torch.tensor(self.mean, device=device).view(1, -1, 1, 1) * 255
+        std = torch.tensor(self.std, device=device).view(1, -1, 1, 1) * 255
+        return mean, std
+
+    def normalize(self, images: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor] | None = None
+                  ) -> torch.Tensor:
+        """uint8 images -> float, normalised per channel (``stats`` from :meth:`stats`, if cached)."""
+        mean, std = stats if stats is not None else self.stats(images.device)
         return (images.float() - mean) / std
 
 
@@ -244,6 +250,7 @@ class BatchIterator:
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
         self.drop_last, self.channels_last = drop_last, channels_last
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.stats = data.stats(self.device)  # made once, not per batch
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -255,7 +262,7 @@ class BatchIterator:
                  if self.shuffle else torch.arange(n, device=self.device))
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            x = self.data.normalize(self.images[idx])
+            x = self.data.normalize(self.images[idx], self.stats)
             if "flip" in self.augment:
                 x = random_flip(x, self.generator)
             if "crop" in self.augment:

@@ -5,7 +5,6 @@ saved next to each result, so a number can always be traced to the settings that
 """
 from __future__ import annotations
 
-import os
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -257,6 +256,3 @@ def train_model(model: nn.Module, train_set: ImageSet, test_set: ImageSet, cfg: 
         "history": history,
     }
 
-
-def default_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
