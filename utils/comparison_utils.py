@@ -44,25 +44,27 @@ class ModelSpec:
 # ---------------------------------------------------------------------------------------------
 # Files
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to a temporary file in the same folder, then rename it over ``path``."""
+def _write_atomic(path: Path, mode: str, write: Callable[[Any], None]) -> None:
+    """Call ``write(file)`` on a temporary file in the same folder, then rename it over ``path``:
+    a reader never sees a half-written file, and an interrupted run leaves the old one intact."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
+        with os.fdopen(fd, mode) as f:
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
 
 
+def write_json_atomic(path: Path, obj: Any) -> None:
+    _write_atomic(path, "w", lambda f: json.dump(obj, f, indent=1))
+
+
 def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    _write_atomic(path, "w", lambda f: f.write(text))
 
 
 def result_path(experiment_dir: Path, model_name: str) -> Path:
@@ -403,14 +405,6 @@ def erf_extent(erf: torch.Tensor, center: Sequence[float], fraction: float = 0.9
 
 
 def write_npz_atomic(path: Path, **arrays: Any) -> None:
-    """Arrays saved with ``numpy.savez_compressed`` under a temporary name, then renamed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Arrays saved with ``numpy.savez_compressed``, atomically (see :func:`_write_atomic`)."""
+    _write_atomic(path, "wb", lambda f: np.savez_compressed(
+        f, **{k: np.asarray(v) for k, v in arrays.items()}))
