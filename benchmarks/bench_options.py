@@ -28,7 +28,7 @@ from benchmarks.common import (MODELS, TrainStep, batches_forever, interleave, m
                                run_steps, train_set)
 from utils.cli import positive_int  # noqa: E402
 from utils.data import BatchIterator, ImageSet  # noqa: E402
-from utils.training_utils import set_seed  # noqa: E402
+from utils.training_utils import resolve_device, set_seed  # noqa: E402
 
 
 @dataclass
@@ -42,11 +42,13 @@ class Variant:
 
 def variants(args: argparse.Namespace) -> list[Variant]:
     default = torch.get_num_threads()
-    out = [Variant(f"baseline (channels_last, batch 128, {default} thread{'s' * (default > 1)})"),
+    setting = f"{default} thread{'s' * (default > 1)}" if args.device == "cpu" else "bf16 autocast"
+    out = [Variant(f"baseline (channels_last, batch 128, {setting})"),
            Variant("NCHW", channels_last=False),
            Variant("batch 64", batch_size=64),
            Variant("batch 256", batch_size=256)]
-    out += [Variant(f"{t} thread{'s' * (t > 1)}", threads=t) for t in args.compare_threads if t != default]
+    if args.device == "cpu":  # threads are the CPU's knob; on a GPU they only feed the launches
+        out += [Variant(f"{t} thread{'s' * (t > 1)}", threads=t) for t in args.compare_threads if t != default]
     if not args.no_compile:
         out.append(Variant("torch.compile (inductor)", compile=True))
     return out
@@ -67,10 +69,10 @@ def with_threads(threads: int | None, run: Callable[[], float]) -> Callable[[], 
     return wrapped
 
 
-def prepare(variant: Variant, data: ImageSet, dataset: str, images: int, warmup: int):
+def prepare(variant: Variant, data: ImageSet, dataset: str, images: int, warmup: int, device: str):
     """Build the variant's step and batches, run its warm-up; return (chunk runner, warm-up s)."""
     spec = model_spec(dataset)
-    cfg = make_config(spec, variant.batch_size, variant.channels_last)
+    cfg = make_config(spec, variant.batch_size, variant.channels_last, device)
     set_seed(0)
     step = TrainStep(spec.build(), cfg, compile=variant.compile)
     batches = BatchIterator(data, variant.batch_size, cfg.device, shuffle=True, augment=cfg.augment,
@@ -88,7 +90,8 @@ def benchmark_dataset(dataset: str, args: argparse.Namespace) -> None:
     runs, warmups = {}, {}
     for v in variants(args):
         try:
-            runs[v.name], warmups[v.name] = prepare(v, data, dataset, args.images, args.warmup)
+            runs[v.name], warmups[v.name] = prepare(v, data, dataset, args.images, args.warmup,
+                                                          args.device)
         except Exception as e:  # compilation needs a C++ toolchain; report and go on without it
             first = (str(e).strip().splitlines() or [""])[0][:200]
             print(f"[skip] {dataset} / {v.name}: {type(e).__name__}: {first}")
@@ -117,7 +120,7 @@ def report_compile(name: str, warmup_s: float, compiled: list[float], eager: lis
         line += f"; pays off after ~{compile_s / saved_per_image:,.0f} training images"
     else:
         line += "; never pays off at this speed"
-    print(line + " (evaluation in eval mode compiles a second graph, not counted)")
+    print(line + " (as with --compile, only the training forward is compiled)")
 
 
 def parse_args() -> argparse.Namespace:
@@ -128,6 +131,8 @@ def parse_args() -> argparse.Namespace:
                    help="images per timed chunk (8 steps at batch 128)")
     p.add_argument("--repeats", type=positive_int, default=3, help="interleaved chunks per variant")
     p.add_argument("--warmup", type=positive_int, default=3, help="untimed steps per variant first")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="cuda: bf16 autocast, as train_model; use more --images per chunk there")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="compute threads of the baseline (default: PyTorch's choice, one per core)")
     p.add_argument("--compare-threads", type=lambda s: [int(t) for t in s.split(",")], default=[1, 2],
@@ -147,7 +152,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if not args.warm_cache:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-cache-")
-    print(machine_line())
+    resolve_device(args.device)  # a one-line error when CUDA is missing
+    print(machine_line(args.device))
     for dataset in (("mnist", "cifar10") if args.dataset == "all" else (args.dataset,)):
         benchmark_dataset(dataset, args)
     own, _ = peak_rss_mb()

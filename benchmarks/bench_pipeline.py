@@ -33,7 +33,7 @@ from benchmarks.common import (MODELS, Batch, TrainStep, batches_forever, interl
                                run_benchmark, run_steps, train_set)
 from utils.cli import positive_int  # noqa: E402
 from utils.data import BatchIterator, ImageSet  # noqa: E402
-from utils.training_utils import set_seed  # noqa: E402
+from utils.training_utils import resolve_device, set_seed  # noqa: E402
 
 FULL_SIZE = {"mnist": 60000, "cifar10": 50000}  # synthetic sets as large as the real ones
 
@@ -67,9 +67,9 @@ def naive_transform(data: ImageSet, augment: str) -> T.Compose:
 Pipeline = tuple[TrainStep, Callable[[], Iterator[Batch]]]  # the step, and how to start an epoch
 
 
-def naive_pipeline(data: ImageSet, dataset: str, batch_size: int, workers: int) -> Pipeline:
+def naive_pipeline(data: ImageSet, dataset: str, batch_size: int, workers: int, device: str) -> Pipeline:
     spec = model_spec(dataset)
-    cfg = make_config(spec, batch_size, channels_last=False)
+    cfg = make_config(spec, batch_size, channels_last=False, device=device)
     set_seed(0)
     step = TrainStep(spec.build(), cfg, host_sync=True)
     loader = DataLoader(NaiveDataset(data, naive_transform(data, cfg.augment)), batch_size=batch_size,
@@ -77,9 +77,9 @@ def naive_pipeline(data: ImageSet, dataset: str, batch_size: int, workers: int) 
     return step, lambda: iter(loader)
 
 
-def core_pipeline(data: ImageSet, dataset: str, batch_size: int) -> Pipeline:
+def core_pipeline(data: ImageSet, dataset: str, batch_size: int, device: str) -> Pipeline:
     spec = model_spec(dataset)
-    cfg = make_config(spec, batch_size, channels_last=True)
+    cfg = make_config(spec, batch_size, channels_last=True, device=device)
     set_seed(0)
     step = TrainStep(spec.build(), cfg)
     batches = BatchIterator(data, batch_size, cfg.device, shuffle=True, augment=cfg.augment,
@@ -98,9 +98,10 @@ def benchmark_dataset(dataset: str, args: argparse.Namespace) -> None:
     pipelines = {}
     if "naive" in args.only:
         for w in args.workers:
-            pipelines[f"naive, DataLoader({w} workers)"] = naive_pipeline(data, dataset, args.batch_size, w)
+            pipelines[f"naive, DataLoader({w} workers)"] = naive_pipeline(
+                data, dataset, args.batch_size, w, args.device)
     if "core" in args.only:
-        pipelines["core, BatchIterator"] = core_pipeline(data, dataset, args.batch_size)
+        pipelines["core, BatchIterator"] = core_pipeline(data, dataset, args.batch_size, args.device)
     for step, new_epoch in pipelines.values():
         run_steps(step, batches_forever(new_epoch), args.warmup)
     chunk = max(1, args.steps // args.repeats)
@@ -139,6 +140,9 @@ def parse_args() -> argparse.Namespace:
                    help="comma-separated DataLoader num_workers values of the naive pipeline")
     p.add_argument("--only", choices=["naive", "core", "naive,core"], default="naive,core",
                    help="run one pipeline alone, e.g. to read its own peak RSS")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="cuda: the naive pipeline copies each batch to the GPU, the core keeps the "
+                        "data set there; both under bf16 autocast")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="PyTorch compute threads (default: PyTorch's choice, one per core)")
     p.add_argument("--data-dir", default=None,
@@ -152,7 +156,8 @@ def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(machine_line())
+    resolve_device(args.device)  # a one-line error when CUDA is missing
+    print(machine_line(args.device))
     for dataset in (("mnist", "cifar10") if args.dataset == "all" else (args.dataset,)):
         benchmark_dataset(dataset, args)
 

@@ -24,8 +24,8 @@ if str(ROOT) not in sys.path:  # run as `python benchmarks/x.py` from anywhere
 from homework_cnn_vs_fc_comparison import LR, cifar_models, mnist_models  # noqa: E402
 from utils.comparison_utils import ModelSpec  # noqa: E402
 from utils.data import STATS, CIFAR10_CLASSES, MNIST_CLASSES, DataError, ImageSet, load_dataset  # noqa: E402
-from utils.training_utils import (TrainConfig, gradient_norms, make_optimizer, one_cycle,  # noqa: E402
-                                  prepare_model, tracked_parameters)
+from utils.training_utils import (DeviceError, TrainConfig, gradient_norms, make_optimizer, one_cycle,  # noqa: E402
+                                  prepare_model, synchronize, tracked_parameters)
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -39,10 +39,11 @@ def model_spec(dataset: str) -> ModelSpec:
     return next(s for s in specs if s.name == MODELS[dataset])
 
 
-def make_config(spec: ModelSpec, batch_size: int = 128, channels_last: bool = True) -> TrainConfig:
-    """Task 1's training settings for ``spec`` on the CPU."""
+def make_config(spec: ModelSpec, batch_size: int = 128, channels_last: bool = True,
+                device: str = "cpu") -> TrainConfig:
+    """Task 1's training settings for ``spec``."""
     fields = {**spec.overrides, "batch_size": batch_size, "channels_last": channels_last}
-    return TrainConfig(lr=LR, device="cpu", **fields)
+    return TrainConfig(lr=LR, device=device, **fields)
 
 
 def synthetic_set(dataset: str, n: int, seed: int = 0) -> ImageSet:
@@ -65,7 +66,9 @@ def train_set(dataset: str, data_dir: str | None, n_synthetic: int) -> ImageSet:
 
 class TrainStep:
     """One optimisation step of ``train_model``: forward, loss, backward, gradient-norm sample
-    every ``grad_log_every`` steps, SGD step, schedule step, running loss/accuracy.
+    every ``grad_log_every`` steps, SGD step, schedule step, running loss/accuracy. Batches are
+    moved to the model's device (a no-op for the core's, which are made there); on CUDA the
+    forward pass runs under bf16 autocast, as in train_model.
 
     ``host_sync`` reads the running loss and accuracy back with ``.item()`` every step, as a
     loop is commonly written; without it they are summed on the device, as train_model does.
@@ -75,6 +78,8 @@ class TrainStep:
     def __init__(self, model: nn.Module, cfg: TrainConfig, host_sync: bool = False,
                  compile: bool = False, total_steps: int = 10_000) -> None:
         self.cfg, self.host_sync = cfg, host_sync
+        self.device = torch.device(cfg.device)
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
         self.model = prepare_model(model, cfg).train()
         self.forward = torch.compile(self.model, dynamic=False) if compile else self.model
         self.optimizer = make_optimizer(self.model, cfg)
@@ -83,13 +88,15 @@ class TrainStep:
             self.optimizer, one_cycle(total_steps, cfg.warmup_frac))
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.params = [p for _, p in tracked_parameters(self.model)]
-        self.loss_sum = torch.zeros(())
-        self.correct = torch.zeros((), dtype=torch.long)
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.correct = torch.zeros((), dtype=torch.long, device=self.device)
         self.steps = 0
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        logits = self.forward(x)
-        loss = self.criterion(logits.float(), y)
+        x, y = x.to(self.device), y.to(self.device)
+        with self.autocast:
+            logits = self.forward(x)
+            loss = self.criterion(logits.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.steps % self.cfg.grad_log_every == 0:
@@ -117,15 +124,17 @@ def batches_forever(new_epoch: Callable[[], Iterator[Batch]]) -> Iterator[Batch]
     return itertools.chain(new_epoch(), later())
 
 
-def run_steps(step: Callable[[torch.Tensor, torch.Tensor], None], batches: Iterator[Batch],
-              n: int) -> float:
-    """Images per second of ``n`` steps on batches drawn from ``batches`` (loading included)."""
+def run_steps(step: TrainStep, batches: Iterator[Batch], n: int) -> float:
+    """Images per second of ``n`` steps on batches drawn from ``batches`` (loading included;
+    queued GPU work is waited for at both ends)."""
     images = 0
+    synchronize(step.device)
     start = time.perf_counter()
     for _ in range(n):
         x, y = next(batches)
         step(x, y)
         images += len(y)
+    synchronize(step.device)
     return images / (time.perf_counter() - start)
 
 
@@ -157,11 +166,13 @@ def run_benchmark(main: Callable[[], None]) -> None:
     (utils.cli.run_main would also record the run among the homework's results.)"""
     try:
         main()
-    except DataError as e:
+    except (DataError, DeviceError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 
 
-def machine_line() -> str:
+def machine_line(device: str = "cpu") -> str:
+    if device == "cuda":
+        return f"torch {torch.__version__}, {torch.cuda.get_device_name()}, bf16 autocast"
     return (f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
             f"{torch.backends.cpu.get_cpu_capability()}")

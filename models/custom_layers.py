@@ -19,6 +19,7 @@ gives the built-in counterpart of each role with the same signature.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -26,6 +27,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.grad import conv2d_input, conv2d_weight
+
+
+def float32_forward(forward: Callable) -> Callable:
+    """Run a layer's ``forward(self, x)`` with autocast off, a half-precision input cast to float32.
+
+    Why: each hand-written backward assumes that its input, parameters and gradient share one
+    dtype; under CUDA's bf16 autocast the input would be a bf16 activation and the convolution
+    inside a Function would be cast to bf16 behind the backward's back.
+    """
+    @functools.wraps(forward)
+    def wrapped(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype in (torch.float16, torch.bfloat16):  # float64 (gradcheck) stays float64
+            x = x.float()
+        with torch.autocast(x.device.type, enabled=False):
+            return forward(self, x)
+    return wrapped
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,6 +123,7 @@ class WSConv2d(nn.Module):
         fan_in = in_channels * kernel_size ** 2
         self.gain = nn.Parameter(torch.full((out_channels,), math.sqrt(2.0 / fan_in)))
 
+    @float32_forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return WSConv2dFn.apply(x, self.weight, self.gain, self.stride, self.padding, self.eps,
                                 self.standardize)
@@ -199,6 +217,7 @@ class ChannelSpatialAttention(nn.Module):
         self.last_channel: torch.Tensor | None = None
         self.last_spatial: torch.Tensor | None = None
 
+    @float32_forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ws = self.spatial_weight if self.spatial else None
         bs = self.spatial_bias if self.spatial else None
@@ -258,6 +277,7 @@ class Swish(nn.Module):
         super().__init__()
         self.beta = nn.Parameter(torch.tensor(float(beta)), requires_grad=learnable)
 
+    @float32_forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return SwishFn.apply(x, self.beta)
 
@@ -322,6 +342,7 @@ class MixedPool2d(nn.Module):
     def mix(self) -> torch.Tensor:
         return torch.sigmoid(self.mix_logit.detach())
 
+    @float32_forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return MixedPoolFn.apply(x, self.mix_logit)
 

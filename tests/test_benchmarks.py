@@ -1,7 +1,10 @@
 """The benchmarks run end to end on tiny settings, and the naive pipeline matches the core's data."""
+import json
+
 import torch
 
 from benchmarks.bench_pipeline import NaiveDataset, naive_transform
+from benchmarks.bench_scripts import projection
 from benchmarks.common import interleave, synthetic_set
 from tests.test_scripts import run_script
 from utils.data import BatchIterator
@@ -40,3 +43,32 @@ def test_bench_options_tiny():
 def test_bench_pipeline_missing_data_is_one_line_exit_2(tmp_path):
     proc = run_script("benchmarks/bench_pipeline.py", "--data-dir", tmp_path / "none", "--dataset", "mnist")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+
+
+def test_projection_scales_only_the_training_steps():
+    run = {"wall_time_min": 10.0, "peak_rss_mb": 100.0}
+    models = [{"train_time_s": 60.0, "steps_per_epoch": 5, "full_steps_per_epoch": 50},
+              {"train_time_s": 120.0, "steps_per_epoch": 10, "full_steps_per_epoch": 10}]
+    p = projection(run, models)
+    assert (p["train"], p["other"], p["full_train"]) == (3.0, 7.0, 12.0)
+    assert p["projected"] == 19.0 and p["models"] == 2
+
+
+def test_bench_scripts_projects_a_script(tmp_path, data_dir):
+    proc = run_script("benchmarks/bench_scripts.py", "--data-dir", data_dir, "--fraction", 0.5,
+                      "--threads", 1, "--scripts", "homework_cnn_vs_fc_comparison.py",
+                      "--keep", tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("homework_cnn_vs_fc"))
+    assert row.split()[1] == "6"  # six models trained, each at half of its epochs' batches
+    configs = [json.loads(p.read_text())["config"] for p in tmp_path.rglob("*comparison/*.json")]
+    assert len(configs) == 6 and all(c["epoch_fraction"] == 0.5 for c in configs)
+    run = json.loads((tmp_path / "homework_cnn_vs_fc_comparison/results/runs/"
+                                 "homework_cnn_vs_fc_comparison.json").read_text())
+    assert run["preset"] == "epoch-fraction 0.5"  # the run record says it was shortened
+
+
+def test_bench_scripts_reports_a_failing_script(tmp_path):
+    proc = run_script("benchmarks/bench_scripts.py", "--data-dir", tmp_path / "none",
+                      "--scripts", "homework_cnn_vs_fc_comparison.py")
+    assert proc.returncode == 1 and "FAILED with exit code 2" in proc.stdout

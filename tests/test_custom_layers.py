@@ -1,5 +1,6 @@
 """Task 3: hand-written backward passes (gradcheck), equivalence to standard layers, residual
 blocks, and a --quick end-to-end run of homework_custom_layers_experiments.py."""
+import copy
 import json
 
 import pandas as pd
@@ -133,6 +134,30 @@ def test_layer_cnn_with_either_registry():
         model(x).sum().backward()
         assert model(x).shape == (2, 10)
         assert all(p.grad is not None for p in model.parameters())
+
+
+def test_custom_layers_train_under_bf16_autocast():
+    """train_model runs CUDA under bf16 autocast; the custom layers must then run in float32
+    (their backward passes assume one dtype). CPU autocast casts the same ops, so it checks this
+    without a GPU."""
+    torch.manual_seed(0)
+    model = LayerCNN(CUSTOM_LAYERS, widths=(8, 16))
+    reference = copy.deepcopy(model.state_dict())
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+    loss.backward()
+    assert logits.dtype == torch.bfloat16  # the standard layers around them did use bf16
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all(), name
+    # the same step in float32 gives close gradients (bf16 keeps ~3 significant digits)
+    fp32 = LayerCNN(CUSTOM_LAYERS, widths=(8, 16))
+    fp32.load_state_dict(reference)
+    F.cross_entropy(fp32(x), y).backward()
+    mixed = torch.cat([p.grad.flatten() for p in model.parameters()])
+    full = torch.cat([p.grad.flatten() for p in fp32.parameters()])
+    assert (mixed - full).norm() < 0.1 * full.norm()
 
 
 def test_residual_block_shapes_and_parameter_counts():

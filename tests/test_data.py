@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import write_cifar10, write_mnist
+from utils.synthetic_data import write_cifar10, write_mnist
 from utils.data import (BatchIterator, DataError, load_dataset, random_crop, random_flip,
                         resolve_data_dir)
 

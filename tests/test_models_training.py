@@ -55,3 +55,34 @@ def test_training_lowers_the_loss(data_dir):
     assert len(result["grad_norms_init"]) == len(result["grad_layers"]) == 4  # 2 conv, 2 linear
     assert all(g > 0 for g in result["history"][-1]["grad_norms"])
     assert result["train_time_s"] > 0
+    # the final model's test predictions come back with the result (for the confusion matrix)
+    correct = (result["test_predictions"] == test.labels).float().mean().item()
+    assert correct == pytest.approx(result["test_acc"])
+
+
+def test_epoch_fraction_trains_that_share_of_the_batches(data_dir):
+    train = load_dataset("mnist", "train", data_dir, download=False)  # 240 images: 15 batches of 16
+    test = load_dataset("mnist", "test", data_dir, download=False)
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=0.05, epoch_fraction=0.2)
+    result = train_model(SimpleCNN(1, 10, channels=(4, 8)), train, test, cfg, desc="test")
+    assert (result["steps_per_epoch"], result["full_steps_per_epoch"]) == (3, 15)
+    assert [h["images_per_s"] * h["epoch_time_s"] for h in result["history"]] == pytest.approx([48, 48])
+
+
+def test_compile_wraps_only_the_training_forward(data_dir, monkeypatch):
+    """--compile: train_model runs its steps through torch.compile's module, evaluation stays eager
+    (a fake compile that counts calls keeps the test fast and free of a C++ toolchain)."""
+    calls = {"compiled": 0}
+
+    def fake_compile(model, **kwargs):
+        def compiled(x):
+            calls["compiled"] += 1
+            return model(x)
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    train = load_dataset("mnist", "train", data_dir, download=False)
+    test = load_dataset("mnist", "test", data_dir, download=False)
+    cfg = TrainConfig(epochs=1, batch_size=16, compile=True)
+    train_model(SimpleCNN(1, 10, channels=(4, 8)), train, test, cfg, desc="test")
+    assert calls["compiled"] == 1 + len(train) // 16  # the gradient-at-init batch + one epoch

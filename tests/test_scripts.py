@@ -64,7 +64,8 @@ def test_missing_data_is_one_line_exit_2(tmp_path):
 
 
 @pytest.mark.parametrize("args", [["--epochs", "0"], ["--device", "tpu"], ["--part", "9"],
-                                  ["--batch-size", "abc"]])
+                                  ["--batch-size", "abc"], ["--epoch-fraction", "0"],
+                                  ["--epoch-fraction", "1.5"]])
 def test_bad_cli_arguments(args):
     proc = run_script("homework_cnn_vs_fc_comparison.py", *args)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -32,6 +32,13 @@ def positive_float(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
 def base_parser(description: str, parts: Sequence[str]) -> argparse.ArgumentParser:
     """The arguments every homework script accepts. Defaults of None mean "the script's own"."""
     p = argparse.ArgumentParser(description=description,
@@ -55,6 +62,12 @@ def base_parser(description: str, parts: Sequence[str]) -> argparse.ArgumentPars
     p.add_argument("--budget", action="store_true",
                    help=f"preview: every experiment on {BUDGET_TRAIN} train images (full test set) "
                         "for 1 epoch; outputs are labelled as such")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile each model's training forward (inductor; needs a C++ "
+                        "compiler on CPU); measured slower on a 2-core CPU, see README")
+    p.add_argument("--epoch-fraction", type=fraction, default=1.0,
+                   help="train on this share of each epoch's batches (evaluation stays full): "
+                        "for timing projections, see benchmarks/bench_scripts.py")
     p.add_argument("--resume", action="store_true",
                    help="skip models whose results exist with the same config")
     return p
@@ -78,8 +91,16 @@ def load_splits(name: str, args: argparse.Namespace) -> tuple[ImageSet, ImageSet
     elif args.budget:
         train = train.subset(BUDGET_TRAIN, args.seed)
     info = {"dataset": name, "train_size": len(train), "test_size": len(test), "quick": args.quick,
-            "preset": "budget" if args.budget else None}
+            "preset": preset_name(args)}
     return train, test, info
+
+
+def preset_name(args: argparse.Namespace) -> str | None:
+    """How a run was shortened, for the captions of its tables (None: a full run)."""
+    names = ["budget"] if args.budget else []  # --quick has its own flag in the captions
+    if args.epoch_fraction < 1:
+        names.append(f"epoch-fraction {args.epoch_fraction:g}")
+    return " + ".join(names) or None
 
 
 def make_config(args: argparse.Namespace, device: torch.device, epochs: int, lr: float,
@@ -87,7 +108,8 @@ def make_config(args: argparse.Namespace, device: torch.device, epochs: int, lr:
     """The TrainConfig of one part: the part's defaults, overridden by the CLI."""
     short = args.quick or args.budget
     return TrainConfig(epochs=1 if short else (args.epochs or epochs), lr=args.lr or lr,
-                       batch_size=args.batch_size, seed=args.seed, device=str(device), **fields)
+                       batch_size=args.batch_size, seed=args.seed, device=str(device),
+                       epoch_fraction=args.epoch_fraction, compile=args.compile, **fields)
 
 
 def cpu_name() -> str:
@@ -115,7 +137,7 @@ def record_run(args: argparse.Namespace, script: str, seconds: float) -> None:
     from utils.comparison_utils import load_results, markdown_table, write_json_atomic, write_text_atomic
 
     out = Path(args.results_dir) / "runs"
-    preset = "quick" if args.quick else "budget" if args.budget else "default"
+    preset = "quick" if args.quick else preset_name(args) or "default"
     name = script if args.part == "all" else f"{script}_part{args.part}"
     write_json_atomic(out / f"{name}.json", {
         "model": script, "script": script, "part": args.part, "preset": preset,
