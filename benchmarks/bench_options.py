@@ -23,12 +23,12 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
-from benchmarks.common import (MODELS, TrainStep, batches_forever, interleave, machine_line,  # noqa: E402
+from benchmarks.common import (MODELS, TrainStep, batches_forever, datasets, interleave,  # noqa: E402
                                make_config, median, model_spec, peak_rss_mb, run_benchmark,
-                               run_steps, train_set)
+                               run_steps, setup_machine, train_set)
 from utils.cli import positive_int  # noqa: E402
 from utils.data import BatchIterator, ImageSet  # noqa: E402
-from utils.training_utils import resolve_device, set_seed  # noqa: E402
+from utils.training_utils import set_seed  # noqa: E402
 
 
 @dataclass
@@ -148,13 +148,10 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if not args.warm_cache:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-cache-")
-    resolve_device(args.device)  # a one-line error when CUDA is missing
-    print(machine_line(args.device))
-    for dataset in (("mnist", "cifar10") if args.dataset == "all" else (args.dataset,)):
+    setup_machine(args)
+    for dataset in datasets(args.dataset):
         benchmark_dataset(dataset, args)
     own, _ = peak_rss_mb()
     print(f"\npeak RSS: {own:.0f} MB")

@@ -28,12 +28,12 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
-from benchmarks.common import (MODELS, Batch, TrainStep, batches_forever, interleave,  # noqa: E402
-                               machine_line, make_config, median, model_spec, peak_rss_mb,
-                               run_benchmark, run_steps, train_set)
+from benchmarks.common import (MODELS, Batch, TrainStep, batches_forever, datasets, interleave,  # noqa: E402
+                               make_config, median, model_spec, peak_rss_mb,
+                               run_benchmark, run_steps, setup_machine, train_set)
 from utils.cli import positive_int  # noqa: E402
 from utils.data import BatchIterator, ImageSet  # noqa: E402
-from utils.training_utils import resolve_device, set_seed  # noqa: E402
+from utils.training_utils import set_seed  # noqa: E402
 
 FULL_SIZE = {"mnist": 60000, "cifar10": 50000}  # synthetic sets as large as the real ones
 
@@ -154,11 +154,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    resolve_device(args.device)  # a one-line error when CUDA is missing
-    print(machine_line(args.device))
-    for dataset in (("mnist", "cifar10") if args.dataset == "all" else (args.dataset,)):
+    setup_machine(args)
+    for dataset in datasets(args.dataset):
         benchmark_dataset(dataset, args)
 
 

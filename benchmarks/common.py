@@ -5,6 +5,7 @@ one-cycle schedule, loss, gradient-norm samples), so only what a benchmark varie
 """
 from __future__ import annotations
 
+import argparse
 import itertools
 import resource
 import statistics
@@ -25,7 +26,7 @@ from homework_cnn_vs_fc_comparison import LR, cifar_models, mnist_models  # noqa
 from utils.comparison_utils import ModelSpec  # noqa: E402
 from utils.data import STATS, CIFAR10_CLASSES, MNIST_CLASSES, DataError, ImageSet, load_dataset  # noqa: E402
 from utils.training_utils import (DeviceError, TrainConfig, gradient_norms, make_optimizer, one_cycle,  # noqa: E402
-                                  prepare_model, synchronize, tracked_parameters)
+                                  prepare_model, resolve_device, synchronize, tracked_parameters)
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -169,6 +170,19 @@ def run_benchmark(main: Callable[[], None]) -> None:
     except (DataError, DeviceError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def setup_machine(args: argparse.Namespace) -> None:
+    """Threads and device from a benchmark's CLI (a missing GPU is DeviceError, one line), then
+    the line that says what the numbers were measured on."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    resolve_device(args.device)
+    print(machine_line(args.device))
+
+
+def datasets(choice: str) -> tuple[str, ...]:
+    return ("mnist", "cifar10") if choice == "all" else (choice,)
 
 
 def machine_line(device: str = "cpu") -> str:
