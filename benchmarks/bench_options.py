@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
 from benchmarks.common import (MODELS, TrainStep, batches_forever, datasets, interleave,  # noqa: E402
                                make_config, median, model_spec, peak_rss_mb, run_benchmark,
-                               run_steps, setup_machine, train_set)
+                               print_throughput, run_steps, setup_machine, train_set)
 from utils.cli import positive_int  # noqa: E402
 from utils.data import BatchIterator, ImageSet  # noqa: E402
 from utils.training_utils import set_seed  # noqa: E402
@@ -99,12 +99,8 @@ def benchmark_dataset(dataset: str, args: argparse.Namespace) -> None:
 
     print(f"\n{dataset} / {MODELS[dataset]}, synthetic data, {args.warmup} warm-up steps, then "
           f"{args.repeats} x {args.images} images per variant")
+    print_throughput(results, "variant", "baseline")
     base = next(iter(results))
-    width = max(map(len, results)) + 2
-    print(f"{'variant':<{width}}{'img/s':>8}{'vs baseline':>13}   chunks (img/s)")
-    for name, values in results.items():
-        print(f"{name:<{width}}{median(values):8.0f}{median(values) / median(results[base]):12.2f}x   "
-              + " ".join(f"{v:.0f}" for v in values))
     for name in results:
         if "compile" in name:
             report_compile(name, warmups[name], results[name], results[base], args)

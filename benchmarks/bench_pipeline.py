@@ -30,7 +30,8 @@ from torchvision import transforms as T
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
 from benchmarks.common import (MODELS, Batch, TrainStep, batches_forever, datasets, interleave,  # noqa: E402
                                make_config, median, model_spec, peak_rss_mb,
-                               run_benchmark, run_steps, setup_machine, train_set)
+                               print_throughput, run_benchmark, run_steps, setup_machine,
+                               train_set)
 from utils.cli import positive_int  # noqa: E402
 from utils.data import BatchIterator, ImageSet  # noqa: E402
 from utils.training_utils import set_seed  # noqa: E402
@@ -111,13 +112,7 @@ def benchmark_dataset(dataset: str, args: argparse.Namespace) -> None:
     source = f"data from {args.data_dir}" if args.data_dir else "synthetic data"
     print(f"\n{dataset} / {MODELS[dataset]}, batch {args.batch_size}, {len(data)} train images "
           f"({source}); {args.warmup} warm-up steps, then {args.repeats} x {chunk} steps per pipeline")
-    base_name = next(iter(results))
-    width = max(map(len, results)) + 2
-    print(f"{'pipeline':<{width}}{'img/s':>8}{'vs ' + base_name:>{len(base_name) + 6}}   chunks (img/s)")
-    for name, values in results.items():
-        ratio = median(values) / median(results[base_name])
-        print(f"{name:<{width}}{median(values):8.0f}{ratio:>{len(base_name) + 5}.2f}x   "
-              + " ".join(f"{v:.0f}" for v in values))
+    print_throughput(results, "pipeline", next(iter(results)))
     core = results.get("core, BatchIterator")
     naive = {k: v for k, v in results.items() if k.startswith("naive")}
     if core and naive:

@@ -25,8 +25,8 @@ if str(ROOT) not in sys.path:  # run as `python benchmarks/x.py` from anywhere
 from homework_cnn_vs_fc_comparison import LR, cifar_models, mnist_models  # noqa: E402
 from utils.comparison_utils import ModelSpec  # noqa: E402
 from utils.data import STATS, CIFAR10_CLASSES, MNIST_CLASSES, DataError, ImageSet, load_dataset  # noqa: E402
-from utils.training_utils import (DeviceError, TrainConfig, gradient_norms, make_optimizer, one_cycle,  # noqa: E402
-                                  prepare_model, resolve_device, synchronize, tracked_parameters)
+from utils.training_utils import (DeviceError, TrainConfig, gradient_norms, make_optimizer,  # noqa: E402
+                                  mixed_precision, one_cycle, prepare_model, resolve_device, synchronize, tracked_parameters)
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -80,7 +80,7 @@ class TrainStep:
                  compile: bool = False, total_steps: int = 10_000) -> None:
         self.cfg, self.host_sync = cfg, host_sync
         self.device = torch.device(cfg.device)
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        self.autocast = mixed_precision(self.device)
         self.model = prepare_model(model, cfg).train()
         self.forward = torch.compile(self.model, dynamic=False) if compile else self.model
         self.optimizer = make_optimizer(self.model, cfg)
@@ -179,6 +179,17 @@ def setup_machine(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     resolve_device(args.device)
     print(machine_line(args.device))
+
+
+def print_throughput(results: dict[str, list[float]], first_column: str, base_label: str) -> None:
+    """One row per run: median images/s, its ratio to the first run's, and every chunk."""
+    base = median(next(iter(results.values())))
+    width = max(map(len, results)) + 2
+    vs = f"vs {base_label}"
+    print(f"{first_column:<{width}}{'img/s':>8}{vs:>{len(vs) + 2}}   chunks (img/s)")
+    for name, values in results.items():
+        print(f"{name:<{width}}{median(values):8.0f}{median(values) / base:>{len(vs) + 1}.2f}x   "
+              + " ".join(f"{v:.0f}" for v in values))
 
 
 def datasets(choice: str) -> tuple[str, ...]:
