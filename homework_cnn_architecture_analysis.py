@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from models.cnn_models import KernelCNN, PlainCNN, ResidualCNN, widths_for_budget
-from utils.cli import base_parser, load_splits, make_config, run_main, setup
+from utils.cli import base_parser, load_splits, locked_experiments, make_config, run_main, setup
 from utils.comparison_utils import (ModelSpec, effective_receptive_field, erf_extent,
                                     receptive_field_info, run_comparison, write_npz_atomic, write_table)
 from utils.training_utils import set_seed
@@ -180,7 +180,8 @@ def compare_kernels(args: argparse.Namespace, device: Any) -> list[dict]:
     plots = args.plots_dir / "architecture_analysis" / name
     images = test.normalize(test.images[:ERF_IMAGES])
     cfg = make_config(args, device, epochs=KERNEL_EPOCHS, lr=LR)
-    results = run_comparison(out, kernel_models(train.shape[0]), train, test, cfg, info, resume=args.resume,
+    results = run_comparison(out, kernel_models(train.shape[0]), train, test, cfg, info,
+                             resume=args.resume, overwrite=args.overwrite,
                              after_training=lambda s, m, r: analyse_kernel_model(s, m, r, images, out))
     write_table(out, results, KERNEL_COLUMNS)
     title = f"{args.dataset}: kernel size at ~{KERNEL_BUDGET // 1000}k parameters"
@@ -228,7 +229,8 @@ def compare_depth(args: argparse.Namespace, device: Any) -> list[dict]:
     plots = args.plots_dir / "architecture_analysis" / name
     image = test.normalize(test.images[:1])[0]
     cfg = make_config(args, device, epochs=DEPTH_EPOCHS, lr=LR)
-    results = run_comparison(out, depth_models(train.shape[0]), train, test, cfg, info, resume=args.resume,
+    results = run_comparison(out, depth_models(train.shape[0]), train, test, cfg, info,
+                             resume=args.resume, overwrite=args.overwrite,
                              after_training=lambda s, m, r: analyse_depth_model(s, m, r, image, out))
     rows = [{**r, "ratio_init": fmt_ratio(r.get("grad_ratio_init")),
              "ratio_final": fmt_ratio(r.get("grad_ratio_final"))} for r in results]
@@ -258,10 +260,14 @@ def main() -> argparse.Namespace:
     parser.add_argument("--dataset", choices=["cifar10", "mnist"], default="cifar10")
     args = parser.parse_args()
     device = setup(args)
-    if args.part in ("2.1", "all"):
-        compare_kernels(args, device)
-    if args.part in ("2.2", "all"):
-        compare_depth(args, device)
+    parts = {"2.1": "kernels", "2.2": "depth"}
+    parts = {p: n for p, n in parts.items() if args.part in (p, "all")}
+    folders = [f"architecture_analysis/{experiment_name(n, args.dataset)}" for n in parts.values()]
+    with locked_experiments(args, folders):
+        if "2.1" in parts:
+            compare_kernels(args, device)
+        if "2.2" in parts:
+            compare_depth(args, device)
     return args
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from models.cnn_models import CNNWithResidual, FullyConnected, SimpleCNN
-from utils.cli import base_parser, load_splits, make_config, run_main, setup
-from utils.comparison_utils import ModelSpec, markdown_table, run_comparison, write_table, write_text_atomic
+from utils.cli import base_parser, load_splits, locked_experiments, make_config, run_main, setup
+from utils.comparison_utils import (ModelSpec, is_reduced, markdown_table, reduced_mark, run_comparison,
+                                    write_table, write_text_atomic)
 from utils.visualization_utils import save_comparison_figures
 
 MNIST_EPOCHS = 4
@@ -54,7 +55,8 @@ def compare(name: str, dataset: str, specs: list[ModelSpec], epochs: int,
     train, test, info = load_splits(dataset, args)
     cfg = make_config(args, device, epochs=epochs, lr=LR)
     out = args.results_dir / name
-    results = run_comparison(out, specs, train, test, cfg, info, resume=args.resume)
+    results = run_comparison(out, specs, train, test, cfg, info, resume=args.resume,
+                             overwrite=args.overwrite)
     write_table(out, results)
     save_comparison_figures(results, args.plots_dir / name, dataset, f"{dataset}: {name}")
     return results
@@ -82,17 +84,23 @@ def write_per_class_table(out: Path, results: list[dict]) -> None:
             row[r["model"]] = cm[i][i] / max(1, sum(cm[i]))
         rows.append(row)
     columns = [("class", "класс", "str")] + [(r["model"], r["model"] + ", %", "pct") for r in results]
-    write_text_atomic(out / "per_class.md", markdown_table(rows, columns) + "\n")
+    write_text_atomic(out / "per_class.md",
+                      reduced_mark(is_reduced(results)) + markdown_table(rows, columns) + "\n")
+
+
+EXPERIMENTS = {"1.1": "mnist_comparison", "1.2": "cifar_comparison"}  # folders under results/
 
 
 def main() -> argparse.Namespace:
-    parser = base_parser(__doc__.splitlines()[0], parts=("1.1", "1.2"))
+    parser = base_parser(__doc__.splitlines()[0], parts=tuple(EXPERIMENTS))
     args = parser.parse_args()
     device = setup(args)
-    if args.part in ("1.1", "all"):
-        compare_on_mnist(args, device)
-    if args.part in ("1.2", "all"):
-        compare_on_cifar(args, device)
+    parts = [p for p in EXPERIMENTS if args.part in (p, "all")]
+    with locked_experiments(args, [EXPERIMENTS[p] for p in parts]):
+        if "1.1" in parts:
+            compare_on_mnist(args, device)
+        if "1.2" in parts:
+            compare_on_cifar(args, device)
     return args
 
 

@@ -26,9 +26,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from models.cnn_models import BasicBlock, BottleneckBlock, ResNet, WideBlock, count_parameters
 from models.custom_layers import (CUSTOM_LAYERS, STANDARD_LAYERS, ChannelSpatialAttention, LayerCNN,
                                   MixedPool2d, Swish, WSConv2d, swish_bwd, swish_fwd)
-from utils.cli import base_parser, load_splits, make_config, run_main, setup
-from utils.comparison_utils import (STANDARD_COLUMNS, ModelSpec, markdown_table, run_caption,
-                                    run_comparison, write_json_atomic, write_table, write_text_atomic)
+from utils.cli import (base_parser, is_reduced_run, load_splits, locked_experiments, make_config,
+                       run_main, setup)
+from utils.comparison_utils import (STANDARD_COLUMNS, ModelSpec, check_replicates, is_reduced, markdown_table, reduced_mark,
+                                    run_caption, run_comparison, write_json_atomic, write_table,
+                                    write_text_atomic)
 from utils.data import ImageSet
 from utils.visualization_utils import (plot_function_panels, plot_grad_norm_traces, plot_image_grid,
                                        plot_matrix, plot_seed_spread, save_comparison_figures)
@@ -49,6 +51,7 @@ BLOCK_EPOCHS = 2
 # the gradient norm sampled often enough to see its course within an epoch.
 SEEDS = 3
 SEED_TRAIN, SEED_TEST, SEED_EPOCHS = 3000, 2000, 3
+SEED_QUICK_TRAIN, SEED_QUICK_TEST = 256, 128  # --quick: every step of the study, on tiny data
 SEED_GRAD_LOG_EVERY = 5
 
 BLOCK_COLUMNS = (
@@ -133,7 +136,8 @@ def benchmark_layers(args: argparse.Namespace, device: torch.device) -> list[dic
                f"слои в режиме train, свежая инициализация"
                + ("; **--quick: цифры не показательны**" if args.quick else "") + "_")
     write_json_atomic(out / "layer_benchmark.json", {"rows": rows, "caption": caption})
-    write_text_atomic(out / "layer_benchmark.md", markdown_table(rows, columns) + "\n\n" + caption + "\n")
+    write_text_atomic(out / "layer_benchmark.md", reduced_mark(is_reduced_run(args))
+                      + markdown_table(rows, columns) + "\n\n" + caption + "\n")
     return rows
 
 
@@ -227,7 +231,8 @@ def compare_layer_cnns(args: argparse.Namespace, device: torch.device) -> list[d
         if spec.name == "CNN-custom":
             result["learned"] = layer_figures(model, test, plots, device)
 
-    results = run_comparison(out, specs, train, test, cfg, info, resume=args.resume, after_training=after)
+    results = run_comparison(out, specs, train, test, cfg, info, resume=args.resume,
+                             overwrite=args.overwrite, after_training=after)
     columns = list(STANDARD_COLUMNS) + [("train_images_per_s", "обучение, изобр./с", "int")]
     write_table(out, results, columns)
     save_comparison_figures(results, plots, "cifar10", "CIFAR-10: custom vs standard layers")
@@ -270,7 +275,8 @@ def compare_blocks(args: argparse.Namespace, device: torch.device) -> list[dict[
     def after(spec: ModelSpec, model: nn.Module, result: dict[str, Any]) -> None:
         result["mflops"] = forward_flops(model, train.shape, device) / 1e6
 
-    results = run_comparison(out, block_specs(), train, test, cfg, info, resume=args.resume,
+    results = run_comparison(out, block_specs(), train, test, cfg, info,
+                             resume=args.resume, overwrite=args.overwrite,
                              after_training=after)
     write_table(out, results, BLOCK_COLUMNS)
     save_comparison_figures(results, args.plots_dir / "residual_blocks", "cifar10",
@@ -282,6 +288,7 @@ def stability_rows(groups: dict[str, list[dict[str, Any]]]) -> list[dict[str, An
     """Per block: mean ± std of the final metrics over seeds and statistics of the gradient norm."""
     rows = []
     for name, runs in groups.items():
+        check_replicates(runs)
         acc = np.array([r["test_acc"] for r in runs])
         loss = np.array([r["test_loss"] for r in runs])
         grads = np.array([g for r in runs for h in r["history"] for g in h["grad_total_norm"]])
@@ -304,7 +311,8 @@ def stability_rows(groups: dict[str, list[dict[str, Any]]]) -> list[dict[str, An
 def training_stability(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
     """3.2: every block type with several seeds on a shorter budget; spread and gradient norms."""
     train, test, info = load_splits("cifar10", args)
-    train, test = train.subset(SEED_TRAIN, args.seed), test.subset(SEED_TEST, args.seed)
+    n_train, n_test = (SEED_QUICK_TRAIN, SEED_QUICK_TEST) if args.quick else (SEED_TRAIN, SEED_TEST)
+    train, test = train.subset(n_train, args.seed), test.subset(n_test, args.seed)
     info = {**info, "train_size": len(train), "test_size": len(test),
             "preset": info.get("preset") or f"повторы по сидам ({SEEDS} сида)"}
     cfg = make_config(args, device, epochs=SEED_EPOCHS, lr=LR)
@@ -313,7 +321,9 @@ def training_stability(args: argparse.Namespace, device: torch.device) -> list[d
     groups: dict[str, list[dict[str, Any]]] = {}
     for seed in range(args.seed, args.seed + SEEDS):
         specs = block_specs(seed)
-        for spec, r in zip(specs, run_comparison(out, specs, train, test, cfg, info, resume=args.resume)):
+        results = run_comparison(out, specs, train, test, cfg, info, resume=args.resume,
+                                 overwrite=args.overwrite)
+        for spec, r in zip(specs, results):
             groups.setdefault(spec.name.removesuffix(f"_seed{seed}"), []).append(r)
     rows = stability_rows(groups)
     columns = [("block", "блок", "str"), ("seeds", "сидов", "int"), ("test_acc", "test acc, % (mean ± std)", "str"),
@@ -324,8 +334,8 @@ def training_stability(args: argparse.Namespace, device: torch.device) -> list[d
                ("diverged", "разошлось", "int")]
     all_runs = [r for runs in groups.values() for r in runs]
     write_json_atomic(out / "stability.json", rows)
-    write_text_atomic(args.results_dir / "residual_blocks" / "stability.md",
-                      markdown_table(rows, columns) + "\n\n" + run_caption(all_runs) + "\n")
+    write_text_atomic(args.results_dir / "residual_blocks" / "stability.md", reduced_mark(is_reduced(all_runs))
+                      + markdown_table(rows, columns) + "\n\n" + run_caption(all_runs) + "\n")
     plots = args.plots_dir / "residual_blocks"
     plot_seed_spread(groups, plots / "stability_loss_spread.png",
                      f"Разброс по {SEEDS} сидам (train {len(train)}, сокращённый бюджет)")
@@ -338,12 +348,15 @@ def main() -> argparse.Namespace:
     parser = base_parser(__doc__.splitlines()[0], parts=("3.1", "3.2"))
     args = parser.parse_args()
     device = setup(args)
-    if args.part in ("3.1", "all"):
-        benchmark_layers(args, device)
-        compare_layer_cnns(args, device)
-    if args.part in ("3.2", "all"):
-        compare_blocks(args, device)
-        training_stability(args, device)
+    parts = {p: n for p, n in (("3.1", "custom_layers"), ("3.2", "residual_blocks"))
+             if args.part in (p, "all")}
+    with locked_experiments(args, list(parts.values())):
+        if "3.1" in parts:
+            benchmark_layers(args, device)
+            compare_layer_cnns(args, device)
+        if "3.2" in parts:
+            compare_blocks(args, device)
+            training_stability(args, device)
     return args  # run_main records the run's wall time and peak memory
 
 

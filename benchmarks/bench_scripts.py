@@ -7,12 +7,16 @@ model's result says how long its training steps took and how many steps a full e
 
     projected = measured wall time + sum over models of train_time_s * (full steps / run steps - 1)
 
+With ``--quick`` each script runs its smoke test instead (``--quick``: tiny data, one epoch,
+every analysis and figure) and the table shows how long it took against the one-minute promise.
+
 Outputs go to a temporary folder (never over results/). With ``--synthetic`` the data sets are
 written at their real sizes in their real formats, random but learnable, so the projection can be
 made on a machine without the data (on a GPU machine, say); speed does not depend on the pixels.
 
     python benchmarks/bench_scripts.py --data-dir ../shared/data --fraction 0.05
     python benchmarks/bench_scripts.py --synthetic --device cuda --fraction 0.25
+    python benchmarks/bench_scripts.py --data-dir ../shared/data --quick
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ SCRIPTS = {
     "homework_custom_layers_experiments.py": 60,
 }
 TOTAL_TARGET_MIN = 150  # the whole homework: 2.5 hours
+QUICK_TARGET_MIN = 1  # each script's --quick smoke test
 
 
 def trained_models(results_dir: Path) -> list[dict]:
@@ -63,8 +68,8 @@ def projection(run: dict, models: list[dict]) -> dict:
 
 def run_script(script: str, args: argparse.Namespace, data_dir: Path, out: Path) -> dict | None:
     """Run ``script`` on a share of each epoch; return its projection (None if it failed)."""
-    cmd = [sys.executable, str(ROOT / script), "--epoch-fraction", str(args.fraction),
-           "--data-dir", str(data_dir), "--no-download", "--device", args.device,
+    preset = ["--quick"] if args.quick else ["--epoch-fraction", str(args.fraction)]
+    cmd = [sys.executable, str(ROOT / script), *preset, "--data-dir", str(data_dir), "--no-download", "--device", args.device,
            "--results-dir", str(out / "results"), "--plots-dir", str(out / "plots")]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
@@ -82,20 +87,24 @@ def read_run(script: str, out: Path) -> dict:
     return projection(run, trained_models(out / "results"))
 
 
-def print_table(rows: dict[str, dict]) -> None:
+def print_table(rows: dict[str, dict], quick: bool = False) -> None:
+    targets = {s: QUICK_TARGET_MIN for s in SCRIPTS} if quick else SCRIPTS
     print(f"\n{next(iter(rows.values()))['how']}; minutes")
     header = (f"{'script':<40}{'models':>7}{'wall':>8}{'train':>8}{'other':>8}{'train@1.0':>11}"
               f"{'projected':>11}{'target':>8}{'peak RSS MB':>13}")
     print(header)
     for script, r in rows.items():
         print(f"{script:<40}{r['models']:>7}{r['wall']:>8.1f}{r['train']:>8.1f}{r['other']:>8.1f}"
-              f"{r['full_train']:>11.1f}{r['projected']:>11.1f}{SCRIPTS[script]:>8}{r['peak_rss_mb']:>13.0f}")
+              f"{r['full_train']:>11.1f}{r['projected']:>11.1f}{targets[script]:>8}{r['peak_rss_mb']:>13.0f}")
     total = sum(r["projected"] for r in rows.values())
-    target = TOTAL_TARGET_MIN if len(rows) == len(SCRIPTS) else sum(SCRIPTS[s] for s in rows)
+    target = TOTAL_TARGET_MIN if len(rows) == len(SCRIPTS) and not quick else sum(targets[s] for s in rows)
     print(f"{'total':<40}{'':>7}{sum(r['wall'] for r in rows.values()):>8.1f}{'':>8}{'':>8}{'':>11}"
           f"{total:>11.1f}{target:>8}")
-    print("'other' (evaluation, inference timing, figures, ...) is measured at full size; only the "
-          "training steps are scaled.")
+    if quick:
+        print("--quick smoke tests: every analysis and figure on a small subset, one epoch; nothing scaled.")
+    else:
+        print("'other' (evaluation, inference timing, figures, ...) is measured at full size; only the "
+              "training steps are scaled.")
 
 
 def parse_args() -> argparse.Namespace:
@@ -103,6 +112,8 @@ def parse_args() -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--fraction", type=fraction, default=0.05,
                    help="share of each epoch's batches that is trained")
+    p.add_argument("--quick", action="store_true",
+                   help="time each script's --quick smoke test instead (target: under a minute each)")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--data-dir", help="folder with MNIST/raw and cifar-10-batches-py")
     source.add_argument("--synthetic", action="store_true",
@@ -124,7 +135,7 @@ def main() -> None:
     if args.report_only:
         if args.keep is None:
             sys.exit("error: --report-only reads the runs kept with --keep DIR; give that DIR")
-        print_table({s: read_run(s, args.keep / Path(s).stem) for s in args.scripts})
+        print_table({s: read_run(s, args.keep / Path(s).stem) for s in args.scripts}, args.quick)
         return
     if not (args.data_dir or args.synthetic):
         sys.exit("error: give --data-dir DIR or --synthetic")
@@ -139,7 +150,7 @@ def main() -> None:
                 print(f"  {r['wall']:.1f} min measured ({r['train']:.1f} training), "
                       f"projected {r['projected']:.1f} min at full epochs", flush=True)
         if rows:
-            print_table(rows)
+            print_table(rows, args.quick)
     if len(rows) < len(args.scripts):
         sys.exit(1)
 

@@ -66,6 +66,11 @@ def test_bench_scripts_projects_a_script(tmp_path, data_dir):
     run = json.loads((tmp_path / "homework_cnn_vs_fc_comparison/results/runs/"
                                  "homework_cnn_vs_fc_comparison.json").read_text())
     assert run["preset"] == "epoch-fraction 0.5"  # the run record says it was shortened
+    # --quick mode: the same table against the one-minute promise of the smoke tests
+    proc = run_script("benchmarks/bench_scripts.py", "--report-only", "--quick", "--keep", tmp_path,
+                      "--scripts", "homework_cnn_vs_fc_comparison.py")
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("homework_cnn_vs_fc"))
+    assert row.split()[-2] == "1" and "--quick smoke tests" in proc.stdout
 
 
 def test_bench_scripts_reports_a_failing_script(tmp_path):

@@ -2,19 +2,24 @@
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import resource
 import sys
 import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
+from utils.comparison_utils import (REDUCED_MARK, OutputError, experiment_lock, load_results,
+                                    markdown_table, prepare_output_dir, write_json_atomic,
+                                    write_text_atomic)
 from utils.data import DataError, ImageSet, load_dataset
 from utils.training_utils import DeviceError, TrainConfig, resolve_device
 
-QUICK_TRAIN, QUICK_TEST = 1024, 512  # --quick: a small subset and one epoch (a smoke test)
+QUICK_TRAIN, QUICK_TEST = 512, 256  # --quick: a small subset and one epoch (a smoke test, < 1 min)
 BUDGET_TRAIN = 10000  # --budget: a preview of every experiment on 10k training images, 1 epoch
 
 
@@ -27,8 +32,22 @@ def positive_int(text: str) -> int:
 
 def positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite positive number, got {text}")
+    return value
+
+
+def batch_size(text: str) -> int:
+    value = int(text)
+    if value < 2:  # BatchNorm in training mode needs two examples per batch
+        raise argparse.ArgumentTypeError(f"must be at least 2 (BatchNorm needs two examples), got {text}")
+    return value
+
+
+def seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**32:  # numpy's seeds
+        raise argparse.ArgumentTypeError(f"must be in 0..{2**32 - 1}, got {text}")
     return value
 
 
@@ -46,22 +65,27 @@ def base_parser(description: str, parts: Sequence[str]) -> argparse.ArgumentPars
     p.add_argument("--part", choices=[*parts, "all"], default="all", help="which sub-task to run")
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="epochs per model (default: each part's own, see README)")
-    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--batch-size", type=batch_size, default=128)
     p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default: per part)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for PyTorch (default: PyTorch's choice, one per core)")
     p.add_argument("--data-dir", default=None,
                    help="folder with MNIST/raw and cifar-10-batches-py (default: $HOMEWORK_DATA_DIR or ./data)")
     p.add_argument("--no-download", action="store_true", help="never download missing data; fail instead")
-    p.add_argument("--results-dir", type=Path, default=Path("results"))
-    p.add_argument("--plots-dir", type=Path, default=Path("plots"))
-    p.add_argument("--quick", action="store_true",
-                   help=f"smoke test: {QUICK_TRAIN} train / {QUICK_TEST} test images, 1 epoch")
-    p.add_argument("--budget", action="store_true",
-                   help=f"preview: every experiment on {BUDGET_TRAIN} train images (full test set) "
-                        "for 1 epoch; outputs are labelled as such")
+    p.add_argument("--results-dir", type=Path, default=None,
+                   help=f"default: {FULL_OUTPUTS[0]}, or {REDUCED_OUTPUTS[0]} for a reduced run "
+                        "(--quick, --budget, --epoch-fraction < 1), which never touches full results")
+    p.add_argument("--plots-dir", type=Path, default=None,
+                   help=f"default: {FULL_OUTPUTS[1]}, or {REDUCED_OUTPUTS[1]} for a reduced run")
+    preset = p.add_mutually_exclusive_group()
+    preset.add_argument("--quick", action="store_true",
+                        help=f"smoke test: {QUICK_TRAIN} train / {QUICK_TEST} test images, 1 epoch "
+                             "(unless --epochs)")
+    preset.add_argument("--budget", action="store_true",
+                        help=f"preview: every experiment on {BUDGET_TRAIN} train images (full test "
+                             "set) for 1 epoch (unless --epochs); outputs are labelled as such")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile each model's training forward (inductor; needs a C++ "
                         "compiler on CPU); measured slower on a 2-core CPU, see README")
@@ -70,11 +94,49 @@ def base_parser(description: str, parts: Sequence[str]) -> argparse.ArgumentPars
                         "for timing projections, see benchmarks/bench_scripts.py")
     p.add_argument("--resume", action="store_true",
                    help="skip models whose results exist with the same config")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace saved results made with another config (refused otherwise)")
     return p
 
 
+# Where results and figures go unless --results-dir / --plots-dir say otherwise. A reduced run
+# (a smoke test or a preview) gets its own git-ignored folders, so it can never overwrite the
+# committed results of a full run, nor reach the README through utils/report.py.
+FULL_OUTPUTS = (Path("results"), Path("plots"))
+REDUCED_OUTPUTS = (Path("results/quick"), Path("plots/quick"))
+
+
+def is_reduced_run(args: argparse.Namespace) -> bool:
+    return bool(args.quick or args.budget or args.epoch_fraction < 1)
+
+
+def resolve_outputs(args: argparse.Namespace) -> None:
+    """Fill in the default output folders and prove both writable (before any training)."""
+    results, plots = REDUCED_OUTPUTS if is_reduced_run(args) else FULL_OUTPUTS
+    if args.results_dir is None:
+        args.results_dir = results
+    if args.plots_dir is None:
+        args.plots_dir = plots
+    prepare_output_dir(args.results_dir)
+    prepare_output_dir(args.plots_dir)
+    if is_reduced_run(args):
+        print(f"reduced run: results go to {args.results_dir}/, figures to {args.plots_dir}/")
+
+
+@contextmanager
+def locked_experiments(args: argparse.Namespace, experiments: Sequence[str]) -> Iterator[None]:
+    """Hold the lock of every experiment folder this run will write (see ``experiment_lock``),
+    taken before any training, so two runs never write into one experiment."""
+    with ExitStack() as stack:
+        for name in experiments:
+            stack.enter_context(experiment_lock(Path(args.results_dir) / name))
+        yield
+
+
 def setup(args: argparse.Namespace) -> torch.device:
-    """Device and threads from the CLI; raises DeviceError for an unavailable device."""
+    """Output folders, device and threads from the CLI; raises DeviceError for an unavailable
+    device and OutputError for an output folder that cannot be written."""
+    resolve_outputs(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -90,8 +152,11 @@ def load_splits(name: str, args: argparse.Namespace) -> tuple[ImageSet, ImageSet
         train, test = train.subset(QUICK_TRAIN, args.seed), test.subset(QUICK_TEST, args.seed)
     elif args.budget:
         train = train.subset(BUDGET_TRAIN, args.seed)
+    if len(train) < 2:
+        raise DataError(f"{name}: {len(train)} training image(s); training needs at least 2")
     info = {"dataset": name, "train_size": len(train), "test_size": len(test), "quick": args.quick,
-            "preset": preset_name(args)}
+            "preset": preset_name(args), "reduced": is_reduced_run(args),
+            "data_fingerprint": f"{train.fingerprint}/{test.fingerprint}"}
     return train, test, info
 
 
@@ -106,8 +171,8 @@ def preset_name(args: argparse.Namespace) -> str | None:
 def make_config(args: argparse.Namespace, device: torch.device, epochs: int, lr: float,
                 **fields) -> TrainConfig:
     """The TrainConfig of one part: the part's defaults, overridden by the CLI."""
-    short = args.quick or args.budget
-    return TrainConfig(epochs=1 if short else (args.epochs or epochs), lr=args.lr or lr,
+    short = args.quick or args.budget  # one epoch, unless --epochs says otherwise
+    return TrainConfig(epochs=args.epochs or (1 if short else epochs), lr=args.lr or lr,
                        batch_size=args.batch_size, seed=args.seed, device=str(device),
                        epoch_fraction=args.epoch_fraction, compile=args.compile, **fields)
 
@@ -134,8 +199,6 @@ RUN_COLUMNS = (("script", "скрипт", "str"), ("part", "часть", "str"),
 
 def record_run(args: argparse.Namespace, script: str, seconds: float) -> None:
     """Write the wall time and peak memory of a whole script run to ``<results>/runs/``."""
-    from utils.comparison_utils import load_results, markdown_table, write_json_atomic, write_text_atomic
-
     out = Path(args.results_dir) / "runs"
     preset = "quick" if args.quick else preset_name(args) or "default"
     name = script if args.part == "all" else f"{script}_part{args.part}"
@@ -145,7 +208,9 @@ def record_run(args: argparse.Namespace, script: str, seconds: float) -> None:
         "device": getattr(args, "resolved_device", args.device), "cpu": cpu_name(),
         "torch": torch.__version__})
     runs = load_results(out)
-    write_text_atomic(out / "table.md", markdown_table(runs, RUN_COLUMNS) + "\n")
+    reduced = any(r.get("preset") != "default" for r in runs)
+    write_text_atomic(out / "table.md", (REDUCED_MARK + "\n" if reduced else "")
+                      + markdown_table(runs, RUN_COLUMNS) + "\n")
 
 
 def run_main(main: Callable[[], argparse.Namespace]) -> None:
@@ -155,7 +220,7 @@ def run_main(main: Callable[[], argparse.Namespace]) -> None:
     try:
         args = main()
         record_run(args, Path(sys.argv[0]).stem, time.perf_counter() - start)
-    except (DataError, DeviceError) as e:
+    except (DataError, DeviceError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

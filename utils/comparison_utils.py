@@ -8,15 +8,19 @@ then the model is dropped, so memory stays flat and an interrupted run loses one
 from __future__ import annotations
 
 import csv
+import fcntl
 import gc
 import io
 import json
+import math
 import os
 import re
+import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -44,6 +48,17 @@ class ModelSpec:
 # ---------------------------------------------------------------------------------------------
 # Files
 
+class OutputError(Exception):
+    """An output folder cannot be used; the message is one line meant for the user."""
+
+
+def _file_mode() -> int:
+    """The permissions a plain ``open()`` would give a new file under the user's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _write_atomic(path: Path, mode: str, write: Callable[[Any], None]) -> None:
     """Call ``write(file)`` on a temporary file in the same folder, then rename it over ``path``:
     a reader never sees a half-written file, and an interrupted run leaves the old one intact."""
@@ -51,6 +66,7 @@ def _write_atomic(path: Path, mode: str, write: Callable[[Any], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _file_mode())  # mkstemp makes 0600 files; results are for everyone to read
         with os.fdopen(fd, mode) as f:
             write(f)
         os.replace(tmp, path)
@@ -59,33 +75,103 @@ def _write_atomic(path: Path, mode: str, write: Callable[[Any], None]) -> None:
         raise
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None: JSON has no NaN or Infinity, and a
+    diverged model's loss is one of them."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
-    _write_atomic(path, "w", lambda f: json.dump(obj, f, indent=1))
+    _write_atomic(path, "w", lambda f: json.dump(strict_json(obj), f, indent=1, allow_nan=False))
 
 
 def write_text_atomic(path: Path, text: str) -> None:
     _write_atomic(path, "w", lambda f: f.write(text))
 
 
+def prepare_output_dir(path: Path) -> Path:
+    """Create ``path`` and prove it writable now, so that a bad ``--results-dir`` fails before any
+    training rather than when the first result is saved."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise OutputError(f"cannot write to {path}: {reason}; choose another folder") from None
+    return path
+
+
+@contextmanager
+def experiment_lock(experiment_dir: Path) -> Iterator[Path]:
+    """Hold an exclusive lock on an experiment's folder while a run writes into it.
+
+    A second run that wants the same folder fails at once with :class:`OutputError` instead of
+    silently overwriting the first one's results. The lock is ``flock`` on ``.lock`` in the
+    folder: the operating system releases it when the process ends, however it ends, so a killed
+    run never blocks the next ``--resume``. Temporary files a killed run left behind are removed.
+    """
+    experiment_dir = prepare_output_dir(experiment_dir)
+    f = open(experiment_dir / ".lock", "a+")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            raise OutputError(f"another run (pid {holder}) is writing into {experiment_dir}; wait for "
+                              "it to finish or pass another --results-dir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        for stale in experiment_dir.rglob(".*.tmp"):  # ours are atomic writes a killed run left
+            stale.unlink(missing_ok=True)
+        yield experiment_dir
+    finally:
+        f.close()  # releases the lock
+
+
 def result_path(experiment_dir: Path, model_name: str) -> Path:
     return Path(experiment_dir) / f"{model_name}.json"
 
 
-def load_result(path: Path) -> dict[str, Any] | None:
+def load_result(path: Path, warn: bool = False) -> dict[str, Any] | None:
+    """The result saved at ``path``, or None if there is none or the file is not a result
+    (with ``warn``, a file that exists but is not a result is reported in one line)."""
+    path = Path(path)
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        result, why = None, f"unreadable ({type(e).__name__})"
+    else:
+        why = "not a result"
+    if isinstance(result, dict) and isinstance(result.get("model"), str) \
+            and isinstance(result.get("config", {}), dict):
+        return result
+    if warn:
+        print(f"warning: {path} is {why}; ignoring it", file=sys.stderr)
+    return None
 
 
 def load_results(experiment_dir: Path, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Results of an experiment, in the order of ``names`` (default: all JSON files, sorted)."""
+    """Results of an experiment, in the order of ``names`` (default: all JSON files, sorted).
+    Files that are not results are skipped with a warning."""
     experiment_dir = Path(experiment_dir)
     if names is None:
         paths = sorted(experiment_dir.glob("*.json"))
     else:
         paths = [result_path(experiment_dir, n) for n in names]
-    return [r for r in map(load_result, paths) if r is not None and "model" in r]
+    return [r for r in (load_result(p, warn=True) for p in paths) if r is not None]
 
 
 def write_summary(experiment_dir: Path, results: Sequence[dict[str, Any]],
@@ -145,18 +231,44 @@ def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classe
     return torch.bincount(idx, minlength=num_classes ** 2).view(num_classes, num_classes).tolist()
 
 
+def config_differences(old: dict[str, Any], new: dict[str, Any], ignore: Sequence[str] = ()) -> list[str]:
+    """The keys on which two saved configs differ, as ``key: old -> new`` (long values shortened)."""
+    def short(v: Any) -> str:
+        text = repr(v)
+        return text if len(text) <= 24 else text[:21] + "..."
+    keys = sorted((set(old) | set(new)) - set(ignore))
+    return [f"{k}: {short(old.get(k))} -> {short(new.get(k))}" for k in keys if old.get(k) != new.get(k)]
+
+
+def check_replicates(runs: Sequence[dict[str, Any]]) -> None:
+    """Refuse to pool results into one mean ± std unless their configs differ only in the seed."""
+    def without_seed(config: dict[str, Any]) -> dict[str, Any]:
+        overrides = {k: v for k, v in (config.get("overrides") or {}).items() if k != "seed"}
+        return {**{k: v for k, v in config.items() if k not in ("seed", "model")}, "overrides": overrides}
+    configs = [without_seed(r.get("config") or {}) for r in runs]
+    for r, c in zip(runs[1:], configs[1:]):
+        if c != configs[0]:
+            changes = "; ".join(config_differences(configs[0], c)[:3])
+            raise OutputError(f"{runs[0]['model']} and {r['model']} differ in more than the seed "
+                              f"({changes}); they cannot be pooled into one row")
+
+
 def run_comparison(experiment_dir: Path, specs: Sequence[ModelSpec], train_set: ImageSet,
                    test_set: ImageSet, base_cfg: TrainConfig, data_info: dict[str, Any],
                    resume: bool = False,
                    after_training: Callable[[ModelSpec, nn.Module, dict[str, Any]], None] | None = None,
-                   ) -> list[dict[str, Any]]:
+                   overwrite: bool = False) -> list[dict[str, Any]]:
     """Train every spec in turn; return the results (loaded from disk for resumed models).
 
-    ``after_training(spec, model, result)`` runs while the trained model still exists (for figures
-    such as feature maps); it may add keys to ``result`` before it is written.
+    Before anything trains, every model's saved result is compared with the config it would get
+    now: with ``resume`` an identical one is reused; a result made with another config (other
+    hyperparameters, other data) is never replaced silently: :class:`OutputError` unless
+    ``overwrite``. ``after_training(spec, model, result)`` runs while the trained model still
+    exists (for figures such as feature maps); it may add keys to ``result`` before it is written.
+    A model whose loss stops being finite is recorded as diverged and the next model trains.
     """
-    experiment_dir = Path(experiment_dir)
-    results = []
+    experiment_dir = prepare_output_dir(experiment_dir)
+    plans = []
     for spec in specs:
         cfg = replace(base_cfg, **spec.overrides)
         set_seed(cfg.seed)
@@ -164,11 +276,23 @@ def run_comparison(experiment_dir: Path, specs: Sequence[ModelSpec], train_set: 
         config = {**cfg.to_dict(), **data_info, "model": spec.name, "overrides": spec.overrides,
                   "architecture": repr(model)}
         path = result_path(experiment_dir, spec.name)
-        previous = load_result(path) if resume else None
-        if previous is not None and previous.get("config") == config:
+        previous = load_result(path, warn=path.exists())
+        if previous is not None and previous.get("config") != config and not overwrite:
+            changes = config_differences(previous.get("config") or {}, config)
+            raise OutputError(f"{path} holds a result made with another config ({'; '.join(changes[:3])}"
+                              f"{'; ...' if len(changes) > 3 else ''}); pass --overwrite to replace it "
+                              "or --results-dir to write elsewhere")
+        plans.append((spec, cfg, config, path, previous))
+        del model
+
+    results = []
+    for spec, cfg, config, path, previous in plans:
+        if resume and previous is not None and previous.get("config") == config:
             print(f"[resume] {spec.name}: results exist with the same config, skipping")
             results.append(previous)
             continue
+        set_seed(cfg.seed)
+        model = spec.build()
         result: dict[str, Any] = {"model": spec.name, "params": count_parameters(model),
                                   "notes": spec.notes}
         result.update(train_model(model, train_set, test_set, cfg, desc=spec.name))
@@ -179,13 +303,15 @@ def run_comparison(experiment_dir: Path, specs: Sequence[ModelSpec], train_set: 
         result["config"] = config
         if after_training is not None:
             after_training(spec, model, result)
+        result = strict_json(result)  # what is kept in memory is what the file says
         write_json_atomic(path, result)
         results.append(result)
-        print(f"{spec.name}: test acc {result['test_acc']:.4f}, train {result['train_time_s']:.0f} s "
-              f"-> {path}")
+        status = "DIVERGED (non-finite loss)" if result.get("diverged") else f"test acc {result['test_acc']:.4f}"
+        print(f"{spec.name}: {status}, train {result['train_time_s']:.0f} s -> {path}")
         del model, preds
         gc.collect()
     write_summary(experiment_dir, results)
+    print(f"results of {len(results)} models in {experiment_dir}")
     return results
 
 
@@ -206,11 +332,27 @@ def run_caption(results: Sequence[dict[str, Any]]) -> str:
     return "_" + "; ".join(parts) + "_"
 
 
+# The first line of a table made from a reduced run (--quick, --budget, --epoch-fraction < 1):
+# utils/report.py never copies such a table into the README.
+REDUCED_MARK = "<!-- reduced run: not for the README -->"
+
+
+def is_reduced(results: Sequence[dict[str, Any]]) -> bool:
+    """Whether any of ``results`` comes from a reduced run (a smoke test or a preview)."""
+    return any((r.get("config") or {}).get("reduced") or (r.get("config") or {}).get("quick")
+               for r in results)
+
+
+def reduced_mark(reduced: bool) -> str:
+    return REDUCED_MARK + "\n" if reduced else ""
+
+
 def write_table(experiment_dir: Path, results: Sequence[dict[str, Any]],
                 columns: Sequence[tuple[str, str, str]] = STANDARD_COLUMNS,
                 name: str = "table.md") -> Path:
     """A markdown table of ``results`` with its caption, for the README (see utils/report.py)."""
-    text = markdown_table(results, columns) + "\n\n" + run_caption(results) + "\n"
+    text = (reduced_mark(is_reduced(results)) + markdown_table(results, columns) + "\n\n"
+            + run_caption(results) + "\n")
     path = Path(experiment_dir) / name
     write_text_atomic(path, text)
     return path

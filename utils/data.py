@@ -7,7 +7,10 @@ there is no per-sample Python work and no DataLoader worker competing for the co
 """
 from __future__ import annotations
 
+import errno
+import functools
 import gzip
+import hashlib
 import os
 import pickle
 import zlib
@@ -49,6 +52,7 @@ class ImageSet:
     classes: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    fingerprint: str = ""  # of the files it was read from (see file_fingerprint)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -62,7 +66,8 @@ class ImageSet:
         if n is None or n >= len(self):
             return self
         idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
-        return ImageSet(self.images[idx], self.labels[idx], self.classes, self.mean, self.std)
+        return ImageSet(self.images[idx], self.labels[idx], self.classes, self.mean, self.std,
+                        self.fingerprint)
 
     def stats(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel mean and std on the uint8 scale, shaped to broadcast over NCHW batches."""
@@ -82,6 +87,38 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
     return Path(data_dir or os.environ.get("HOMEWORK_DATA_DIR") or "data")
 
 
+def file_fingerprint(paths: list[Path], chunk: int = 1 << 16) -> str:
+    """A cheap fingerprint of data files: their names, sizes and a hash of their first and last
+    64 KiB. Saved with every result, so ``--resume`` never reuses a result made on other data."""
+    h = hashlib.blake2b(digest_size=8)
+    for path in paths:
+        size = path.stat().st_size
+        h.update(f"{path.name}:{size}:".encode())
+        with open(path, "rb") as f:
+            h.update(f.read(chunk))
+            f.seek(max(0, size - chunk))
+            h.update(f.read(chunk))
+    return h.hexdigest()
+
+
+def _unreadable(path: Path, e: OSError) -> DataError:
+    reason = "permission denied" if isinstance(e, PermissionError) else (e.strerror or type(e).__name__)
+    return DataError(f"cannot read {path}: {reason}")
+
+
+def check_split(images: np.ndarray, labels: np.ndarray, shape: tuple[int, ...], classes: int,
+                where: Path) -> None:
+    """The checks that make training fail late if skipped: counts, image shape, label range."""
+    if len(images) == 0 or len(images) != len(labels):
+        raise DataError(f"bad data set in {where}: {len(images)} images and {len(labels)} labels")
+    if tuple(images.shape[1:]) != shape:
+        raise DataError(f"bad data set in {where}: images of shape {tuple(images.shape[1:])}, "
+                        f"expected {shape}")
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= classes:
+        raise DataError(f"bad data set in {where}: labels from {low} to {high}, expected 0..{classes - 1}")
+
+
 # ---------------------------------------------------------------------------------------------
 # MNIST (IDX format)
 
@@ -91,7 +128,9 @@ def _read_maybe_gzip(path: Path) -> bytes:
             with gzip.open(path, "rb") as f:
                 return f.read()
         return path.read_bytes()
-    except (OSError, EOFError, zlib.error) as e:
+    except (PermissionError, IsADirectoryError) as e:
+        raise _unreadable(path, e) from None
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise DataError(f"corrupted data file {path}: {e}; delete it and download it again") from None
 
 
@@ -129,9 +168,11 @@ def load_mnist(root: Path, split: str) -> ImageSet:
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise DataError(f"corrupted data set in {raw_dir}: images {images.shape} and labels "
                         f"{labels.shape} do not match")
+    check_split(images, labels, (28, 28), len(MNIST_CLASSES), raw_dir)
     mean, std = STATS["mnist"]
     return ImageSet(torch.from_numpy(images.copy()).unsqueeze(1),
-                    torch.from_numpy(labels.astype(np.int64)), MNIST_CLASSES, mean, std)
+                    torch.from_numpy(labels.astype(np.int64)), MNIST_CLASSES, mean, std,
+                    file_fingerprint(paths))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,6 +184,8 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             batch = pickle.load(f, encoding="latin1")
         data = np.asarray(batch["data"], dtype=np.uint8)
         labels = np.asarray(batch["labels"], dtype=np.int64)
+    except (PermissionError, IsADirectoryError) as e:
+        raise _unreadable(path, e) from None
     except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as e:
         raise DataError(f"corrupted data file {path}: {type(e).__name__}: {e}; "
                         "delete it and download it again") from None
@@ -160,8 +203,10 @@ def load_cifar10(root: Path, split: str) -> ImageSet:
     parts = [_read_cifar_batch(p) for p in paths]
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
+    check_split(images, labels, (3, 32, 32), len(CIFAR10_CLASSES), folder)
     mean, std = STATS["cifar10"]
-    return ImageSet(torch.from_numpy(images), torch.from_numpy(labels), CIFAR10_CLASSES, mean, std)
+    return ImageSet(torch.from_numpy(images), torch.from_numpy(labels), CIFAR10_CLASSES, mean, std,
+                    file_fingerprint(paths))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,13 +215,39 @@ _LOADERS = {"mnist": load_mnist, "cifar10": load_cifar10}
 
 
 def _download(name: str, root: Path) -> None:
-    """Fetch the files with torchvision's own downloader (into the same layout we read)."""
+    """Fetch the files with torchvision's own downloader (into the same layout we read).
+    A failed download leaves behind no folder it created."""
     from torchvision import datasets  # imported lazily: only needed when data is missing
 
     cls = {"mnist": datasets.MNIST, "cifar10": datasets.CIFAR10}[name]
-    root.mkdir(parents=True, exist_ok=True)
-    for train in (True, False):
-        cls(str(root), train=train, download=True)
+    missing = [p for p in (root, *root.parents) if not p.exists()]
+    before = {Path(d) for d, _, _ in os.walk(root)}
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for train in (True, False):
+            cls(str(root), train=train, download=True)
+    except BaseException:
+        for d, _, _ in sorted(os.walk(root), key=lambda w: -len(Path(w[0]).parts)):
+            if Path(d) not in before:
+                _remove_if_empty(Path(d))
+        for d in missing:  # deepest first
+            _remove_if_empty(d)
+        raise
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+            raise
+
+
+def _load(name: str, split: str, root: Path) -> ImageSet:
+    try:
+        return _LOADERS[name](root, split)
+    except PermissionError as e:  # a folder on the way that the user may not list
+        raise _unreadable(Path(e.filename or root), e) from None
 
 
 def load_dataset(name: str, split: str, data_dir: str | os.PathLike | None = None,
@@ -184,13 +255,14 @@ def load_dataset(name: str, split: str, data_dir: str | os.PathLike | None = Non
     """Load ``split`` ("train" or "test") of ``name`` ("mnist" or "cifar10") into memory.
 
     Missing files are downloaded with torchvision unless ``download`` is False; any failure
-    raises :class:`DataError` with a one-line message naming the files and the remedy.
+    raises :class:`DataError` with a one-line message naming the files and the remedy. The
+    files are checked (counts, image shape, label range) before anything trains on them.
     """
     if name not in _LOADERS:
         raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
     root = resolve_data_dir(data_dir)
     try:
-        return _LOADERS[name](root, split)
+        return _load(name, split, root)
     except FileNotFoundError as missing:
         if not download:
             raise DataError(f"{name} not found: missing {missing}; pass --data-dir to the folder "
@@ -201,7 +273,7 @@ def load_dataset(name: str, split: str, data_dir: str | os.PathLike | None = Non
         raise DataError(f"{name} not found under {root} and the download failed "
                         f"({type(e).__name__}); pass --data-dir to a folder that holds it") from None
     try:
-        return _LOADERS[name](root, split)
+        return _load(name, split, root)
     except FileNotFoundError as missing:
         raise DataError(f"{name} still missing after download: {missing}") from None
 
