@@ -9,17 +9,15 @@ CNN of 1.2 is the same architecture as the plain one; only its training adds reg
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 from models.cnn_models import CNNWithResidual, FullyConnected, SimpleCNN
-from utils.cli import base_parser, load_splits, locked_experiments, make_config, run_main, setup
-from utils.comparison_utils import (ModelSpec, is_reduced, markdown_table, reduced_mark, run_comparison,
-                                    write_table, write_text_atomic)
-from utils.visualization_utils import save_comparison_figures
+from utils.cli import add_dataset_argument, base_parser, locked_experiments, run_main, setup
+from utils.data import ImageSet
+from utils.results import ModelResult, by_model, is_reduced, markdown_table, reduced_mark, write_text_atomic
+from utils.runner import Context, Experiment, ModelSpec, run_experiment
 
-MNIST_EPOCHS = 4
-CIFAR_EPOCHS = 5
 LR = 0.1  # peak of the one-cycle schedule, SGD + Nesterov, batch 128
 
 # The regularisation of "ResidualCNN+reg" (1.2): random crops with 4-pixel padding and horizontal
@@ -27,21 +25,24 @@ LR = 0.1  # peak of the one-cycle schedule, SGD + Nesterov, batch 128
 REGULARIZATION = {"augment": "flip_crop", "label_smoothing": 0.1}
 
 
-def mnist_models() -> list[ModelSpec]:
+def mnist_models(data: ImageSet) -> list[ModelSpec]:
+    c, n = data.shape[0], len(data.classes)
     return [
-        ModelSpec("FullyConnected", lambda: FullyConnected((1, 28, 28), 10, hidden=(512, 256, 128)),
+        ModelSpec("FullyConnected", lambda: FullyConnected(data.shape, n, hidden=(512, 256, 128)),
                   notes="4 linear layers"),
-        ModelSpec("SimpleCNN", lambda: SimpleCNN(1, 10, channels=(32, 64)), notes="2 conv layers"),
-        ModelSpec("ResidualCNN", lambda: CNNWithResidual(1, 10, widths=(8, 16, 32, 64)),
+        ModelSpec("SimpleCNN", lambda: SimpleCNN(c, n, channels=(32, 64), input_size=data.shape[-1]),
+                  notes="2 conv layers"),
+        ModelSpec("ResidualCNN", lambda: CNNWithResidual(c, n, widths=(8, 16, 32, 64)),
                   notes="stem + 3 conv-pool stages with a residual block each"),
     ]
 
 
-def cifar_models() -> list[ModelSpec]:
-    residual = lambda: CNNWithResidual(3, 10, widths=(16, 32, 64, 128))  # noqa: E731
+def cifar_models(data: ImageSet) -> list[ModelSpec]:
+    c, n = data.shape[0], len(data.classes)
+    residual = lambda: CNNWithResidual(c, n, widths=(16, 32, 64, 128))  # noqa: E731
     return [
         ModelSpec("DeepFullyConnected",
-                  lambda: FullyConnected((3, 32, 32), 10, hidden=(1024, 512, 256, 128)),
+                  lambda: FullyConnected(data.shape, n, hidden=(1024, 512, 256, 128)),
                   notes="5 linear layers"),
         ModelSpec("ResidualCNN", residual, notes="stem + 3 conv-pool stages with a residual block each"),
         ModelSpec("ResidualCNN+reg", residual, overrides=REGULARIZATION,
@@ -49,58 +50,42 @@ def cifar_models() -> list[ModelSpec]:
     ]
 
 
-def compare(name: str, dataset: str, specs: list[ModelSpec], epochs: int,
-            args: argparse.Namespace, device: Any) -> list[dict]:
-    """Train ``specs`` on ``dataset`` and write results, tables and figures under ``name``."""
-    train, test, info = load_splits(dataset, args)
-    cfg = make_config(args, device, epochs=epochs, lr=LR)
-    out = args.results_dir / name
-    results = run_comparison(out, specs, train, test, cfg, info, resume=args.resume,
-                             overwrite=args.overwrite)
-    write_table(out, results)
-    save_comparison_figures(results, args.plots_dir / name, dataset, f"{dataset}: {name}")
-    return results
-
-
-def compare_on_mnist(args: argparse.Namespace, device: Any) -> list[dict]:
-    """1.1: FC (4 layers) vs simple CNN (2 conv) vs residual CNN on MNIST."""
-    return compare("mnist_comparison", "mnist", mnist_models(), MNIST_EPOCHS, args, device)
-
-
-def compare_on_cifar(args: argparse.Namespace, device: Any) -> list[dict]:
-    """1.2: deep FC vs residual CNN vs the same residual CNN with regularisation on CIFAR-10."""
-    results = compare("cifar_comparison", "cifar10", cifar_models(), CIFAR_EPOCHS, args, device)
-    write_per_class_table(args.results_dir / "cifar_comparison", results)
-    return results
-
-
-def write_per_class_table(out: Path, results: list[dict]) -> None:
-    """Test accuracy per class for every model: where each network makes its errors."""
+def write_per_class_table(ctx: Context, results: list[ModelResult]) -> None:
+    """Test accuracy per class for every model (over all its seeds): where each network errs."""
+    groups = by_model(results)
     rows = []
     for i, cls in enumerate(results[0]["classes"]):
         row: dict[str, Any] = {"class": cls}
-        for r in results:
-            cm = r["confusion_matrix"]
-            row[r["model"]] = cm[i][i] / max(1, sum(cm[i]))
+        for name, runs in groups.items():
+            row[name] = (sum(r["confusion_matrix"][i][i] for r in runs)
+                         / max(1, sum(sum(r["confusion_matrix"][i]) for r in runs)))
         rows.append(row)
-    columns = [("class", "класс", "str")] + [(r["model"], r["model"] + ", %", "pct") for r in results]
-    write_text_atomic(out / "per_class.md",
+    columns = [("class", "класс", "str")] + [(m, m + ", %", "pct") for m in groups]
+    write_text_atomic(ctx.out / "per_class.md",
                       reduced_mark(is_reduced(results)) + markdown_table(rows, columns) + "\n")
 
 
-EXPERIMENTS = {"1.1": "mnist_comparison", "1.2": "cifar_comparison"}  # folders under results/
+EXPERIMENTS = {
+    "1.1": Experiment("mnist_comparison", "MNIST: полносвязная сеть против CNN", "mnist",
+                      mnist_models, epochs=4, lr=LR),
+    "1.2": Experiment("cifar_comparison", "CIFAR-10: полносвязная сеть против residual CNN", "cifar10",
+                      cifar_models, epochs=5, lr=LR, report=write_per_class_table),
+}
 
 
 def main() -> argparse.Namespace:
     parser = base_parser(__doc__.splitlines()[0], parts=tuple(EXPERIMENTS))
+    add_dataset_argument(parser, None, "run the chosen part(s) on this data set instead of the "
+                                       "assignment's (MNIST for 1.1, CIFAR-10 for 1.2)")
     args = parser.parse_args()
     device = setup(args)
-    parts = [p for p in EXPERIMENTS if args.part in (p, "all")]
-    with locked_experiments(args, [EXPERIMENTS[p] for p in parts]):
-        if "1.1" in parts:
-            compare_on_mnist(args, device)
-        if "1.2" in parts:
-            compare_on_cifar(args, device)
+    experiments = [e for p, e in EXPERIMENTS.items() if args.part in (p, "all")]
+    if args.dataset:
+        experiments = [replace(e, name=f"{e.name}_{args.dataset}", dataset=args.dataset,
+                               title=f"{args.dataset}: {e.title.split(': ', 1)[1]}") for e in experiments]
+    with locked_experiments(args, [e.name for e in experiments]):
+        for experiment in experiments:
+            run_experiment(experiment, args, device)
     return args
 
 

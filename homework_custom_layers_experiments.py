@@ -1,7 +1,8 @@
 """Task 3: custom layers with hand-written backward passes (3.1) and residual block variants (3.2).
 
 3.1 times every layer of ``models.custom_layers.CUSTOM_LAYERS`` against its standard counterpart,
-trains the same small CNN with the custom and with the standard layers on CIFAR-10, and draws
+trains the same small CNN with the custom and with the standard layers (CIFAR-10 unless
+``--dataset`` says otherwise, for both parts), and draws
 Swish vs ReLU, the attention maps and the pooled outputs. 3.2 compares ResNets of basic,
 bottleneck and wide blocks (same depth and stage layout): accuracy, parameters, FLOPs, time; then
 repeats each with several seeds on a shorter budget to measure training stability.
@@ -26,14 +27,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from models.cnn_models import BasicBlock, BottleneckBlock, ResNet, WideBlock, count_parameters
 from models.custom_layers import (CUSTOM_LAYERS, STANDARD_LAYERS, ChannelSpatialAttention, LayerCNN,
                                   MixedPool2d, Swish, WSConv2d, swish_bwd, swish_fwd)
-from utils.cli import (base_parser, is_reduced_run, load_splits, locked_experiments, make_config,
-                       run_main, setup)
-from utils.comparison_utils import (STANDARD_COLUMNS, ModelSpec, check_replicates, is_reduced, markdown_table, reduced_mark,
-                                    run_caption, run_comparison, write_json_atomic, write_table,
-                                    write_text_atomic)
+from utils.cli import add_dataset_argument, base_parser, is_reduced_run, locked_experiments, run_main, setup
 from utils.data import ImageSet
+from utils.results import (STANDARD_COLUMNS, ModelResult, by_model, check_replicates, is_reduced, markdown_table, reduced_mark,
+                           run_caption, write_json_atomic, write_text_atomic)
+from utils.runner import Context, Experiment, ModelSpec, run_experiment
 from utils.visualization_utils import (plot_function_panels, plot_grad_norm_traces, plot_image_grid,
-                                       plot_matrix, plot_seed_spread, save_comparison_figures)
+                                       plot_matrix, plot_seed_spread)
 
 LR = 0.1  # peak of the one-cycle schedule, SGD + Nesterov, batch 128 (as in task 1)
 
@@ -99,9 +99,9 @@ def time_layer(layer: nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> 
             "out_shape": "x".join(map(str, y.shape[1:]))}
 
 
-def benchmark_layers(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+def benchmark_layers(args: argparse.Namespace, device: torch.device, folder: str) -> list[dict[str, Any]]:
     """3.1: each custom layer vs its standard counterpart on the same random feature maps."""
-    out = args.results_dir / "custom_layers"
+    out = args.results_dir / folder
     batch, channels, size = (8, 16, 16) if args.quick else (64, 32, 32)
     warmup, repeats = (1, 3) if args.quick else (5, 25)
     pairs = [(role, CUSTOM_LAYERS[role], STANDARD_LAYERS[role]) for role in CUSTOM_LAYERS]
@@ -217,43 +217,36 @@ def layer_figures(model: nn.Module, test: ImageSet, plots_dir: Path, device: tor
             "spatial_attention_std": [float(a.last_spatial.float().std()) for a in attentions]}
 
 
-def compare_layer_cnns(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
-    """3.1: the same small CNN with the custom layers and with the standard ones, on CIFAR-10."""
-    train, test, info = load_splits("cifar10", args)
-    cfg = make_config(args, device, epochs=LAYER_CNN_EPOCHS, lr=LR)
-    out, plots = args.results_dir / "custom_layers", args.plots_dir / "custom_layers"
-    specs = [ModelSpec("CNN-standard", lambda: LayerCNN(STANDARD_LAYERS, widths=LAYER_CNN_WIDTHS),
-                       notes="Conv2d, ReLU, torchvision SqueezeExcitation, MaxPool2d"),
-             ModelSpec("CNN-custom", lambda: LayerCNN(CUSTOM_LAYERS, widths=LAYER_CNN_WIDTHS),
-                       notes="WSConv2d, Swish, ChannelSpatialAttention, MixedPool2d")]
+def layer_cnn_models(data: ImageSet) -> list[ModelSpec]:
+    c, n = data.shape[0], len(data.classes)
+    return [ModelSpec("CNN-standard", lambda: LayerCNN(STANDARD_LAYERS, c, n, widths=LAYER_CNN_WIDTHS),
+                      notes="Conv2d, ReLU, torchvision SqueezeExcitation, MaxPool2d"),
+            ModelSpec("CNN-custom", lambda: LayerCNN(CUSTOM_LAYERS, c, n, widths=LAYER_CNN_WIDTHS),
+                      notes="WSConv2d, Swish, ChannelSpatialAttention, MixedPool2d")]
 
-    def after(spec: ModelSpec, model: nn.Module, result: dict[str, Any]) -> None:
-        if spec.name == "CNN-custom":
-            result["learned"] = layer_figures(model, test, plots, device)
 
-    results = run_comparison(out, specs, train, test, cfg, info, resume=args.resume,
-                             overwrite=args.overwrite, after_training=after)
-    columns = list(STANDARD_COLUMNS) + [("train_images_per_s", "обучение, изобр./с", "int")]
-    write_table(out, results, columns)
-    save_comparison_figures(results, plots, "cifar10", "CIFAR-10: custom vs standard layers")
-    custom = next(r for r in results if r["model"] == "CNN-custom")
-    plot_swish_vs_relu(plots, custom.get("learned", {}).get("swish_beta", []))
-    return results
+def analyse_layer_cnn(ctx: Context, spec: ModelSpec, model: nn.Module, result: ModelResult) -> None:
+    """The custom CNN's learned parameters; its figures are drawn for the first seed."""
+    if spec.name == "CNN-custom" and result["seed"] == ctx.args.seed:
+        result["learned"] = layer_figures(model, ctx.test, ctx.plots, ctx.device)
+
+
+def swish_figure(ctx: Context, results: list[ModelResult]) -> None:
+    custom = by_model(results)["CNN-custom"][0]
+    plot_swish_vs_relu(ctx.plots, custom.get("learned", {}).get("swish_beta", []))
 
 
 # ---------------------------------------------------------------------------------------------
 # 3.2 Residual blocks
 
-def block_specs(seed: int | None = None, **overrides: Any) -> list[ModelSpec]:
+def block_models(data: ImageSet) -> list[ModelSpec]:
     """Basic, bottleneck and wide ResNets of the same depth and stage planes."""
+    c, n = data.shape[0], len(data.classes)
     blocks = [("BasicBlock", BasicBlock, "2 x 3x3"),
               ("BottleneckBlock", BottleneckBlock, f"1x1-3x3-1x1, expansion {BottleneckBlock.expansion}"),
               (f"WideBlock-k{WIDE_K}", WideBlock.widen(WIDE_K), f"2 x 3x3, widening k={WIDE_K}")]
-    suffix = "" if seed is None else f"_seed{seed}"
-    if seed is not None:
-        overrides = {**overrides, "seed": seed}
-    return [ModelSpec(name + suffix, lambda b=block: ResNet(b, BLOCK_LAYERS, BLOCK_PLANES),
-                      overrides=dict(overrides), notes=f"{note}; layers {BLOCK_LAYERS}, planes {BLOCK_PLANES}")
+    return [ModelSpec(name, lambda b=block: ResNet(b, BLOCK_LAYERS, BLOCK_PLANES, c, n),
+                      notes=f"{note}; layers {BLOCK_LAYERS}, planes {BLOCK_PLANES}")
             for name, block, note in blocks]
 
 
@@ -266,22 +259,8 @@ def forward_flops(model: nn.Module, shape: tuple[int, ...], device: torch.device
     return counter.get_total_flops()
 
 
-def compare_blocks(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
-    """3.2: accuracy, parameters, FLOPs, training and inference time of the three block types."""
-    train, test, info = load_splits("cifar10", args)
-    cfg = make_config(args, device, epochs=BLOCK_EPOCHS, lr=LR)
-    out = args.results_dir / "residual_blocks"
-
-    def after(spec: ModelSpec, model: nn.Module, result: dict[str, Any]) -> None:
-        result["mflops"] = forward_flops(model, train.shape, device) / 1e6
-
-    results = run_comparison(out, block_specs(), train, test, cfg, info,
-                             resume=args.resume, overwrite=args.overwrite,
-                             after_training=after)
-    write_table(out, results, BLOCK_COLUMNS)
-    save_comparison_figures(results, args.plots_dir / "residual_blocks", "cifar10",
-                            "CIFAR-10: residual block variants")
-    return results
+def count_flops(ctx: Context, spec: ModelSpec, model: nn.Module, result: ModelResult) -> None:
+    result["mflops"] = forward_flops(model, ctx.train.shape, ctx.device) / 1e6
 
 
 def stability_rows(groups: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -308,55 +287,65 @@ def stability_rows(groups: dict[str, list[dict[str, Any]]]) -> list[dict[str, An
     return rows
 
 
-def training_stability(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
-    """3.2: every block type with several seeds on a shorter budget; spread and gradient norms."""
-    train, test, info = load_splits("cifar10", args)
-    n_train, n_test = (SEED_QUICK_TRAIN, SEED_QUICK_TEST) if args.quick else (SEED_TRAIN, SEED_TEST)
-    train, test = train.subset(n_train, args.seed), test.subset(n_test, args.seed)
-    info = {**info, "train_size": len(train), "test_size": len(test),
-            "preset": info.get("preset") or f"повторы по сидам ({SEEDS} сида)"}
-    cfg = make_config(args, device, epochs=SEED_EPOCHS, lr=LR)
-    cfg = replace(cfg, grad_log_every=SEED_GRAD_LOG_EVERY, train_eval_size=min(cfg.train_eval_size, SEED_TEST))
-    out = args.results_dir / "residual_blocks" / "seeds"
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for seed in range(args.seed, args.seed + SEEDS):
-        specs = block_specs(seed)
-        results = run_comparison(out, specs, train, test, cfg, info, resume=args.resume,
-                                 overwrite=args.overwrite)
-        for spec, r in zip(specs, results):
-            groups.setdefault(spec.name.removesuffix(f"_seed{seed}"), []).append(r)
+STABILITY_COLUMNS = [
+    ("block", "блок", "str"), ("seeds", "сидов", "int"), ("test_acc", "test acc, % (mean ± std)", "str"),
+    ("test_loss", "test loss (mean ± std)", "str"),
+    ("loss_curve_std", "разброс кривой train loss (std по сидам)", "f4"),
+    ("grad_median", "‖∇‖ медиана", "f2"), ("grad_max", "‖∇‖ max", "f2"),
+    ("grad_cv", "‖∇‖ std/mean", "f2"), ("grad_max_over_median", "‖∇‖ max/медиана", "f2"),
+    ("diverged", "разошлось", "int")]
+
+
+def stability_report(ctx: Context, results: list[ModelResult]) -> None:
+    """3.2: per block, the spread over seeds and the statistics of the gradient norm."""
+    groups = by_model(results)
     rows = stability_rows(groups)
-    columns = [("block", "блок", "str"), ("seeds", "сидов", "int"), ("test_acc", "test acc, % (mean ± std)", "str"),
-               ("test_loss", "test loss (mean ± std)", "str"),
-               ("loss_curve_std", "разброс кривой train loss (std по сидам)", "f4"),
-               ("grad_median", "‖∇‖ медиана", "f2"), ("grad_max", "‖∇‖ max", "f2"),
-               ("grad_cv", "‖∇‖ std/mean", "f2"), ("grad_max_over_median", "‖∇‖ max/медиана", "f2"),
-               ("diverged", "разошлось", "int")]
-    all_runs = [r for runs in groups.values() for r in runs]
-    write_json_atomic(out / "stability.json", rows)
-    write_text_atomic(args.results_dir / "residual_blocks" / "stability.md", reduced_mark(is_reduced(all_runs))
-                      + markdown_table(rows, columns) + "\n\n" + run_caption(all_runs) + "\n")
-    plots = args.plots_dir / "residual_blocks"
+    write_json_atomic(ctx.out / "stability.json", rows)
+    write_text_atomic(ctx.out.parent / "stability.md", reduced_mark(is_reduced(results))
+                      + markdown_table(rows, STABILITY_COLUMNS) + "\n\n" + run_caption(results) + "\n")
+    plots = ctx.plots.parent
     plot_seed_spread(groups, plots / "stability_loss_spread.png",
-                     f"Разброс по {SEEDS} сидам (train {len(train)}, сокращённый бюджет)")
+                     f"Разброс по {SEEDS} сидам "
+                     f"(train {len(ctx.train)}, сокращённый бюджет)")
     plot_grad_norm_traces(groups, plots / "stability_grad_norms.png",
                           f"Норма градиента во время обучения, {SEEDS} сида на блок")
-    return rows
+
+
+LAYER_EXPERIMENT = "custom_layers"
+BLOCK_EXPERIMENT = "residual_blocks"
+EXPERIMENTS = {
+    "3.1": [Experiment(LAYER_EXPERIMENT, "своя и стандартная CNN", "cifar10", layer_cnn_models,
+                       epochs=LAYER_CNN_EPOCHS, lr=LR,
+                       columns=(*STANDARD_COLUMNS, ("train_images_per_s", "обучение, изобр./с", "int")),
+                       analyse=analyse_layer_cnn, report=swish_figure)],
+    "3.2": [Experiment(BLOCK_EXPERIMENT, "варианты residual-блоков", "cifar10", block_models,
+                       epochs=BLOCK_EPOCHS, lr=LR, columns=BLOCK_COLUMNS, analyse=count_flops),
+            # Stability: seed repeats on a shorter budget (a training subset), with the gradient
+            # norm sampled often enough to see its course within an epoch.
+            Experiment(f"{BLOCK_EXPERIMENT}/seeds", "варианты residual-блоков: повторы по сидам", "cifar10",
+                       block_models, epochs=SEED_EPOCHS, lr=LR, seeds=SEEDS,
+                       train={"grad_log_every": SEED_GRAD_LOG_EVERY, "train_eval_size": SEED_TEST},
+                       subset=(SEED_TRAIN, SEED_TEST), quick_subset=(SEED_QUICK_TRAIN, SEED_QUICK_TEST),
+                       per_model_figures=False, report=stability_report)],
+}
 
 
 def main() -> argparse.Namespace:
-    parser = base_parser(__doc__.splitlines()[0], parts=("3.1", "3.2"))
+    parser = base_parser(__doc__.splitlines()[0], parts=tuple(EXPERIMENTS))
+    add_dataset_argument(parser, "cifar10", "data set of both parts")
     args = parser.parse_args()
     device = setup(args)
-    parts = {p: n for p, n in (("3.1", "custom_layers"), ("3.2", "residual_blocks"))
-             if args.part in (p, "all")}
-    with locked_experiments(args, list(parts.values())):
+    parts = [p for p in EXPERIMENTS if args.part in (p, "all")]
+    suffix = "" if args.dataset == "cifar10" else f"_{args.dataset}"
+    experiments = {p: [replace(e, dataset=args.dataset, name=e.name.replace("/", suffix + "/", 1)
+                               if "/" in e.name else e.name + suffix, title=f"{args.dataset}: {e.title}")
+                       for e in EXPERIMENTS[p]] for p in parts}
+    with locked_experiments(args, [experiments[p][0].name for p in parts]):
         if "3.1" in parts:
-            benchmark_layers(args, device)
-            compare_layer_cnns(args, device)
-        if "3.2" in parts:
-            compare_blocks(args, device)
-            training_stability(args, device)
+            benchmark_layers(args, device, experiments["3.1"][0].name)
+        for p in parts:
+            for experiment in experiments[p]:
+                run_experiment(experiment, args, device)
     return args  # run_main records the run's wall time and peak memory
 
 

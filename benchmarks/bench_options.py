@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
 from benchmarks.common import (MODELS, TrainStep, batches_forever, datasets, interleave,  # noqa: E402
-                               make_config, median, model_spec, peak_rss_mb, run_benchmark,
+                               make_config, median, peak_rss_mb, run_benchmark,
                                print_throughput, run_steps, setup_machine, train_set)
 from utils.cli import positive_int  # noqa: E402
 from utils.data import BatchIterator, ImageSet  # noqa: E402
@@ -71,7 +71,7 @@ def with_threads(threads: int | None, run: Callable[[], float]) -> Callable[[], 
 
 def prepare(variant: Variant, data: ImageSet, dataset: str, images: int, warmup: int, device: str):
     """Build the variant's step and batches, run its warm-up; return (chunk runner, warm-up s)."""
-    spec = model_spec(dataset)
+    spec = MODELS[dataset]
     cfg = make_config(spec, variant.batch_size, variant.channels_last, device)
     set_seed(0)
     step = TrainStep(spec.build(), cfg, compile=variant.compile)
@@ -97,7 +97,7 @@ def benchmark_dataset(dataset: str, args: argparse.Namespace) -> None:
             print(f"[skip] {dataset} / {v.name}: {type(e).__name__}: {first}")
     results = interleave(runs, args.repeats)
 
-    print(f"\n{dataset} / {MODELS[dataset]}, synthetic data, {args.warmup} warm-up steps, then "
+    print(f"\n{dataset} / {MODELS[dataset].name}, synthetic data, {args.warmup} warm-up steps, then "
           f"{args.repeats} x {args.images} images per variant")
     print_throughput(results, "variant", "baseline")
     base = next(iter(results))

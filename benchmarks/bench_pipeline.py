@@ -29,7 +29,7 @@ from torchvision import transforms as T
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
 from benchmarks.common import (MODELS, Batch, TrainStep, batches_forever, datasets, interleave,  # noqa: E402
-                               make_config, median, model_spec, peak_rss_mb,
+                               make_config, median, peak_rss_mb,
                                print_throughput, run_benchmark, run_steps, setup_machine,
                                train_set)
 from utils.cli import positive_int  # noqa: E402
@@ -69,7 +69,7 @@ Pipeline = tuple[TrainStep, Callable[[], Iterator[Batch]]]  # the step, and how 
 
 
 def naive_pipeline(data: ImageSet, dataset: str, batch_size: int, workers: int, device: str) -> Pipeline:
-    spec = model_spec(dataset)
+    spec = MODELS[dataset]
     cfg = make_config(spec, batch_size, channels_last=False, device=device)
     set_seed(0)
     step = TrainStep(spec.build(), cfg, host_sync=True)
@@ -79,7 +79,7 @@ def naive_pipeline(data: ImageSet, dataset: str, batch_size: int, workers: int, 
 
 
 def core_pipeline(data: ImageSet, dataset: str, batch_size: int, device: str) -> Pipeline:
-    spec = model_spec(dataset)
+    spec = MODELS[dataset]
     cfg = make_config(spec, batch_size, channels_last=True, device=device)
     set_seed(0)
     step = TrainStep(spec.build(), cfg)
@@ -110,7 +110,7 @@ def benchmark_dataset(dataset: str, args: argparse.Namespace) -> None:
                           for name, (step, new_epoch) in pipelines.items()}, args.repeats)
 
     source = f"data from {args.data_dir}" if args.data_dir else "synthetic data"
-    print(f"\n{dataset} / {MODELS[dataset]}, batch {args.batch_size}, {len(data)} train images "
+    print(f"\n{dataset} / {MODELS[dataset].name}, batch {args.batch_size}, {len(data)} train images "
           f"({source}); {args.warmup} warm-up steps, then {args.repeats} x {chunk} steps per pipeline")
     print_throughput(results, "pipeline", next(iter(results)))
     core = results.get("core, BatchIterator")

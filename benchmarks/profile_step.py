@@ -17,13 +17,13 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
-from benchmarks.common import MODELS, make_config, model_spec, run_benchmark, synthetic_set  # noqa: E402
+from benchmarks.common import MODELS, make_config, run_benchmark, synthetic_set  # noqa: E402
 from utils.cli import positive_int  # noqa: E402
 from utils.training_utils import set_seed, train_model  # noqa: E402
 
 
 def profile_training(dataset: str, steps: int, batch_size: int, rows: int) -> None:
-    spec = model_spec(dataset)
+    spec = MODELS[dataset]
     cfg = make_config(spec, batch_size)
     cfg.epochs, cfg.train_eval_size, cfg.eval_batch_size = 1, batch_size, batch_size
     train, test = synthetic_set(dataset, steps * batch_size), synthetic_set(dataset, batch_size, seed=1)
@@ -32,7 +32,7 @@ def profile_training(dataset: str, steps: int, batch_size: int, rows: int) -> No
     set_seed(0)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         result = train_model(spec.build(), train, test, cfg, desc="profile")
-    print(f"{dataset} / {MODELS[dataset]}: {steps} steps of batch {batch_size}, "
+    print(f"{dataset} / {MODELS[dataset].name}: {steps} steps of batch {batch_size}, "
           f"{result['train_images_per_s']:.0f} img/s while profiled, {torch.get_num_threads()} threads")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 

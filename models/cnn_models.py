@@ -293,6 +293,15 @@ class KernelCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.pool(self.features(x)), 1))
 
+    def feature_taps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The maps of each stage before its pooling: ``stage1`` (full resolution), ``stage2``, ..."""
+        taps = {}
+        for i, stage in enumerate(self.features, 1):
+            x = stage[:-1](x)
+            taps[f"stage{i}"] = x
+            x = stage[-1](x)
+        return taps
+
 
 def widths_for_budget(build: Callable[[tuple[int, ...]], nn.Module], ratios: Sequence[float],
                       budget: int) -> tuple[int, ...]:
@@ -352,6 +361,17 @@ class PlainCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.pool(self.features(x)), 1))
 
+    def feature_taps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The maps after every conv unit (or residual block), keyed ``conv<k>`` by the number of
+        convolutions the signal has passed, so that plain and residual twins line up."""
+        taps, convs = {}, 0
+        for unit in self.features:
+            x = unit(x)
+            if not isinstance(unit, nn.MaxPool2d):
+                convs += sum(isinstance(m, nn.Conv2d) and max(m.kernel_size) > 1 for m in unit.modules())
+                taps[f"conv{convs}"] = x
+        return taps
+
 
 class ResidualCNN(nn.Module):
     """PlainCNN's twin with shortcuts: the same convs, widths, pooling and initialisation, the
@@ -377,3 +397,5 @@ class ResidualCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+    feature_taps = PlainCNN.feature_taps

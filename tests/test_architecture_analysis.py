@@ -1,5 +1,6 @@
 """Task 2: receptive fields, the matched kernel variants, the depth models and the script end to end."""
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -8,8 +9,7 @@ from torch import nn
 
 from homework_cnn_architecture_analysis import DEPTH_WIDTHS, depth_models, kernel_models, main
 from models.cnn_models import BasicBlock, KernelCNN, PlainCNN, ResidualCNN, count_parameters
-from utils.comparison_utils import (effective_receptive_field, erf_extent, receptive_field,
-                                    receptive_field_info)
+from utils.receptive_field import effective_receptive_field, erf_extent, receptive_field, receptive_field_info
 from tests.test_scripts import quick_args, run_script
 
 
@@ -85,7 +85,7 @@ def test_erf_extent():
 
 @pytest.mark.parametrize("in_channels", [3, 1])
 def test_kernel_variants_have_matched_parameters(in_channels):
-    specs = kernel_models(in_channels)
+    specs = kernel_models(SimpleNamespace(shape=(in_channels, 32, 32), classes=range(10)))
     counts = [count_parameters(s.build()) for s in specs]
     assert [s.name for s in specs] == ["3x3", "5x5", "7x7", "1x1+3x3"]
     assert max(counts) <= 1.03 * min(counts), counts
@@ -96,7 +96,7 @@ def test_kernel_variants_have_matched_parameters(in_channels):
 
 
 def test_depth_models():
-    specs = {s.name: s.build() for s in depth_models(3)}
+    specs = {s.name: s.build() for s in depth_models(SimpleNamespace(shape=(3, 32, 32), classes=range(10)))}
     convs = {n: sum(isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) for m in net.modules())
              for n, net in specs.items()}
     assert convs == {"Plain-2": 2, "Plain-4": 4, "Plain-9": 9, "Plain-9-noBN": 9, "Residual-9": 9}
@@ -114,7 +114,7 @@ def test_task2_quick_end_to_end(tmp_path, data_dir):
     proc = run_script("homework_cnn_architecture_analysis.py", *quick_args(tmp_path, data_dir))
     assert proc.returncode == 0, proc.stderr[-2000:]
     results, plots = tmp_path / "results" / "architecture_analysis", tmp_path / "plots" / "architecture_analysis"
-    kernels = [json.loads((results / "kernels" / f"{m}.json").read_text())
+    kernels = [json.loads((results / "kernels" / f"{m}_seed0.json").read_text())
                for m in ("3x3", "5x5", "7x7", "1x1+3x3")]
     assert [r["receptive_field"] for r in kernels] == [22, 36, 50, 22]
     assert max(r["params"] for r in kernels) <= 1.03 * min(r["params"] for r in kernels)
@@ -126,7 +126,7 @@ def test_task2_quick_end_to_end(tmp_path, data_dir):
         assert (plots / "kernels" / f"cifar10_{name}.png").stat().st_size > 0
 
     for m in ("Plain-2", "Plain-4", "Plain-9", "Plain-9-noBN", "Residual-9"):
-        r = json.loads((results / "depth" / f"{m}.json").read_text())
+        r = json.loads((results / "depth" / f"{m}_seed0.json").read_text())
         assert r["grad_ratio_init"] is None or r["grad_ratio_init"] > 0
         assert len(r["grad_norms_init"]) == len(r["grad_layers"])
         assert (plots / "depth" / f"cifar10_{m}_feature_maps.png").is_file()

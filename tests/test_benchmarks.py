@@ -77,3 +77,17 @@ def test_bench_scripts_reports_a_failing_script(tmp_path):
     proc = run_script("benchmarks/bench_scripts.py", "--data-dir", tmp_path / "none",
                       "--scripts", "homework_cnn_vs_fc_comparison.py")
     assert proc.returncode == 1 and "FAILED with exit code 2" in proc.stdout
+
+
+def test_benchmark_models_are_task_1s():
+    from types import SimpleNamespace
+
+    from benchmarks.common import LR, MODELS
+    from homework_cnn_vs_fc_comparison import EXPERIMENTS
+    from utils.data import DATASETS
+    for dataset, part in (("mnist", "1.1"), ("cifar10", "1.2")):
+        d = DATASETS[dataset]
+        spec = next(s for s in EXPERIMENTS[part].models(SimpleNamespace(shape=d.shape, classes=d.classes))
+                    if s.name == MODELS[dataset].name)
+        assert repr(spec.build()) == repr(MODELS[dataset].build())
+        assert spec.overrides == MODELS[dataset].overrides and EXPERIMENTS[part].lr == LR

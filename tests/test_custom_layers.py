@@ -196,7 +196,7 @@ def test_task3_quick_end_to_end(tmp_path, data_dir):
     assert all(r["custom_forward_backward_ms"] > 0 and r["standard_forward_ms"] > 0 for r in bench["rows"])
     assert "--quick" in (results / "custom_layers" / "layer_benchmark.md").read_text()
     assert list(pd.read_csv(results / "custom_layers" / "summary.csv")["model"]) == ["CNN-standard", "CNN-custom"]
-    custom = json.loads((results / "custom_layers" / "CNN-custom.json").read_text())
+    custom = json.loads((results / "custom_layers" / "CNN-custom_seed0.json").read_text())
     assert len(custom["learned"]["swish_beta"]) == 4 and len(custom["learned"]["pool_mix_mean"]) == 3
     for name in ("swish_vs_relu", "attention_spatial_maps", "attention_channel_per_class", "pooled_outputs",
                  "cifar10_learning_curves"):
@@ -205,13 +205,13 @@ def test_task3_quick_end_to_end(tmp_path, data_dir):
     blocks = pd.read_csv(results / "residual_blocks" / "summary.csv")
     assert list(blocks["model"]) == ["BasicBlock", "BottleneckBlock", "WideBlock-k2"]
     for m in blocks["model"]:
-        r = json.loads((results / "residual_blocks" / f"{m}.json").read_text())
+        r = json.loads((results / "residual_blocks" / f"{m}_seed0.json").read_text())
         assert r["mflops"] > 0 and r["params"] > 0 and r["inference_time_s"] > 0
     assert "MFLOPs" in (results / "residual_blocks" / "table.md").read_text()
     stability = json.loads((results / "residual_blocks" / "seeds" / "stability.json").read_text())
     assert [s["block"] for s in stability] == ["BasicBlock", "BottleneckBlock", "WideBlock-k2"]
     assert all(s["seeds"] >= 3 and "±" in s["test_acc"] and s["grad_median"] > 0 for s in stability)
     text = (results / "residual_blocks" / "stability.md").read_text()
-    assert "сокращённый прогон" in text
+    assert "--quick" in text and "сиды: 0, 1, 2" in text
     for name in ("stability_loss_spread", "stability_grad_norms", "cifar10_learning_curves"):
         assert (plots / "residual_blocks" / f"{name}.png").stat().st_size > 0, name

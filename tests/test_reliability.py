@@ -1,11 +1,13 @@
 """What protects results and users: reduced runs kept apart, checks before training, one-line
 errors, no silent wrong results (issue 9). Synthetic data in the real on-disk formats."""
+import argparse
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,10 +17,10 @@ from torch import nn
 from tests.conftest import ROOT
 from tests.test_scripts import run_script
 from utils import cli
-from utils.comparison_utils import (REDUCED_MARK, ModelSpec, OutputError, check_replicates, experiment_lock,
-                                    load_results, prepare_output_dir, run_comparison, write_json_atomic)
 from utils.data import DataError, ImageSet, file_fingerprint, load_dataset
-from utils.report import ReportError, update_readme
+from utils.results import (REDUCED_MARK, OutputError, ReportError, check_replicates, experiment_lock, load_results,
+                           prepare_output_dir, record_run, update_readme, write_json_atomic)
+from utils.runner import Context, Experiment, ModelSpec, train_models
 from utils.synthetic_data import class_images, write_cifar10, write_idx, write_mnist
 from utils.training_utils import TrainConfig
 
@@ -59,6 +61,14 @@ def tiny_cfg(**kw):
                           "channels_last": False, **kw})
 
 
+def run_comparison(out, specs, train, test, cfg, info, resume=False, overwrite=False, seeds=(0,)):
+    """The runner's training of ``specs`` (every seed) into ``out``, without an experiment script."""
+    args = argparse.Namespace(resume=resume, overwrite=overwrite, seed=seeds[0])
+    exp = Experiment("t", "t", "tiny", lambda data: list(specs), epochs=cfg.epochs, lr=cfg.lr)
+    ctx = Context(exp, Path(out), Path(out) / "plots", train, test, torch.device("cpu"), args)
+    return train_models(ctx, specs, list(seeds), cfg, info)
+
+
 def strict_load(path):
     def refuse(token):
         raise ValueError(f"non-standard JSON token {token}")
@@ -82,13 +92,13 @@ def test_quick_run_writes_to_its_own_ignored_folders(tmp_path, data_dir):
     proc = run_script(TASK1, "--quick", "--epochs", "2", "--part", "1.1", "--no-download", "--threads", "1",
                       "--data-dir", data_dir, "--overwrite", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads((tmp_path / "results/quick/mnist_comparison/SimpleCNN.json").read_text())
+    result = json.loads((tmp_path / "results/quick/mnist_comparison/SimpleCNN_seed0.json").read_text())
     assert result["epochs"] == 2 and result["config"]["quick"]
 
 
 def test_default_reduced_outputs_are_git_ignored():
     for folder in cli.REDUCED_OUTPUTS:
-        path = f"{folder}/mnist_comparison/SimpleCNN.json"
+        path = f"{folder}/mnist_comparison/SimpleCNN_seed0.json"
         proc = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT)
         if proc.returncode == 128:
             pytest.skip("not a git checkout")
@@ -125,7 +135,7 @@ def test_readme_generator_non_utf8_table_is_one_line_exit_2(tmp_path):
     readme.write_text("<!-- BEGIN t.md -->\n<!-- END t.md -->\n")
     with pytest.raises(ReportError, match="not UTF-8"):
         update_readme(readme)
-    proc = subprocess.run([sys.executable, "-m", "utils.report", "--readme", str(readme)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "utils.results", "--readme", str(readme)], cwd=ROOT,
                           capture_output=True, text=True)
     assert "not UTF-8" in one_line_exit_2(proc)
 
@@ -135,15 +145,15 @@ def test_result_with_another_config_is_never_replaced_silently(tmp_path):
     specs = [ModelSpec("M", tiny_cnn)]
     info = {"dataset": "tiny", "data_fingerprint": "a/b"}
     run_comparison(tmp_path, specs, data, data, tiny_cfg(), info)
-    before = (tmp_path / "M.json").read_text()
+    before = (tmp_path / "M_seed0.json").read_text()
     with pytest.raises(OutputError, match=r"another config \(lr: 0.05 -> 0.1\)"):
         run_comparison(tmp_path, specs, data, data, tiny_cfg(lr=0.1), info)
     with pytest.raises(OutputError, match="data_fingerprint"):  # other data: not reused, not replaced
         run_comparison(tmp_path, specs, data, data, tiny_cfg(), {**info, "data_fingerprint": "c/d"},
                        resume=True)
-    assert (tmp_path / "M.json").read_text() == before
+    assert (tmp_path / "M_seed0.json").read_text() == before
     result, = run_comparison(tmp_path, specs, data, data, tiny_cfg(lr=0.1), info, overwrite=True)
-    assert result["config"]["lr"] == 0.1 and strict_load(tmp_path / "M.json")["config"]["lr"] == 0.1
+    assert result["config"]["lr"] == 0.1 and strict_load(tmp_path / "M_seed0.json")["config"]["lr"] == 0.1
 
 
 def test_replicates_pool_only_when_they_differ_in_the_seed():
@@ -180,7 +190,7 @@ def test_labels_out_of_range_and_wrong_shapes_are_refused(tmp_path):
     images32, labels32 = class_images(20, (32, 32), 0)
     write_idx(raw / "train-images-idx3-ubyte", images32, compress=True)
     write_idx(raw / "train-labels-idx1-ubyte", labels32, compress=True)
-    with pytest.raises(DataError, match=r"shape \(32, 32\), expected \(28, 28\)"):
+    with pytest.raises(DataError, match=r"shape \(1, 32, 32\), expected \(1, 28, 28\)"):
         load_dataset("mnist", "train", tmp_path / "m", download=False)
 
     import pickle
@@ -224,20 +234,18 @@ def test_unreadable_data_says_so(tmp_path, monkeypatch):
 
 def test_resume_retrains_a_file_that_is_not_a_result(tmp_path, capsys):
     data = tiny_set()
-    (tmp_path / "M.json").write_text("[1, 2]")
+    (tmp_path / "M_seed0.json").write_text("[1, 2]")
     result, = run_comparison(tmp_path, [ModelSpec("M", tiny_cnn)], data, data, tiny_cfg(), {},
                              resume=True)
-    assert "M.json is not a result" in capsys.readouterr().err
-    assert strict_load(tmp_path / "M.json")["model"] == "M" and result["epochs"] == 1
+    assert "M_seed0.json is not a result" in capsys.readouterr().err
+    assert strict_load(tmp_path / "M_seed0.json")["model"] == "M" and result["epochs"] == 1
 
 
 def test_malformed_run_records_are_skipped(tmp_path, capsys):
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "a.json").write_text("5")
     (tmp_path / "runs" / "b.json").write_text("{not json")
-    args = cli.base_parser("t", ("1.1",)).parse_args(["--results-dir", str(tmp_path)])
-    args.resolved_device = "cpu"
-    cli.record_run(args, "script", 60.0)
+    record_run(tmp_path, "script", "all", "default", 60.0, "cpu")
     assert [r["model"] for r in load_results(tmp_path / "runs")] == ["script"]
     assert "a.json is not a result" in capsys.readouterr().err
     assert "| script |" in (tmp_path / "runs" / "table.md").read_text()
@@ -261,7 +269,7 @@ def test_diverged_model_is_recorded_and_the_run_goes_on(tmp_path):
     nan, ok = run_comparison(tmp_path, specs, data, data, tiny_cfg(), {})
     assert nan["diverged"] and nan["test_loss"] is None
     assert not ok["diverged"] and ok["test_loss"] > 0
-    saved = strict_load(tmp_path / "NaN.json")  # strict JSON: no NaN tokens
+    saved = strict_load(tmp_path / "NaN_seed0.json")  # strict JSON: no NaN tokens
     assert saved["diverged"] and saved["history"][0]["running_loss"] is None
 
 
@@ -269,7 +277,7 @@ def test_diverging_script_run_finishes_with_strict_json(tmp_path, data_dir):
     proc = run_script(TASK1, "--quick", "--epochs", "3", "--part", "1.1", "--lr", "1e30", "--no-download", "--threads", "1",
                       "--data-dir", data_dir, "--results-dir", tmp_path / "r", "--plots-dir", tmp_path / "p")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    results = [strict_load(p) for p in (tmp_path / "r" / "mnist_comparison").glob("*.json")]
+    results = [strict_load(p) for p in (tmp_path / "r" / "mnist_comparison").glob("*_seed0.json")]
     assert len(results) == 3 and any(r["diverged"] for r in results)
     assert (tmp_path / "p" / "mnist_comparison" / "mnist_learning_curves.png").is_file()
 
@@ -286,7 +294,7 @@ def test_second_run_into_one_experiment_is_refused(tmp_path, data_dir):
 def test_a_killed_run_releases_its_lock_and_leaves_no_temporary_files(tmp_path):
     folder = tmp_path / "exp"
     code = ("import sys, time; sys.path.insert(0, sys.argv[1]); "
-            "from utils.comparison_utils import experiment_lock as L\n"
+            "from utils.results import experiment_lock as L\n"
             "with L(sys.argv[2]):\n    print('locked', flush=True); time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(ROOT), str(folder)], stdout=subprocess.PIPE,
                             text=True)

@@ -1,5 +1,4 @@
-from utils.comparison_utils import markdown_table
-from utils.report import update_readme
+from utils.results import markdown_table, update_readme
 
 
 def test_update_readme_replaces_marked_blocks(tmp_path):

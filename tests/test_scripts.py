@@ -30,7 +30,7 @@ def test_task1_quick_end_to_end(tmp_path, data_dir):
         summary = pd.read_csv(out / "summary.csv")
         assert list(summary["model"]) == models
         for m in models:
-            r = json.loads((out / f"{m}.json").read_text())
+            r = json.loads((out / f"{m}_seed0.json").read_text())
             for key in ("model", "params", "epochs", "train_loss", "train_acc", "test_loss", "test_acc",
                         "train_time_s", "inference_time_s", "history", "config"):
                 assert key in r, key
@@ -39,8 +39,8 @@ def test_task1_quick_end_to_end(tmp_path, data_dir):
             assert (tmp_path / "plots" / exp / f"{r['config']['dataset']}_{m}_gradient_flow.png").is_file()
         assert "--quick" in (out / "table.md").read_text()
     cifar = tmp_path / "results" / "cifar_comparison"
-    reg = json.loads((cifar / "ResidualCNN+reg.json").read_text())
-    plain = json.loads((cifar / "ResidualCNN.json").read_text())
+    reg = json.loads((cifar / "ResidualCNN+reg_seed0.json").read_text())
+    plain = json.loads((cifar / "ResidualCNN_seed0.json").read_text())
     assert reg["params"] == plain["params"]  # the same architecture
     assert reg["config"]["augment"] == "flip_crop" and plain["config"]["augment"] == "none"
     assert (cifar / "per_class.md").read_text().count("|") > 30

@@ -1,10 +1,9 @@
-"""Command-line conventions shared by the three homework scripts."""
+"""Command-line conventions shared by the three homework scripts: flags, output folders, seeds,
+data splits, the TrainConfig of a part, and one-line errors."""
 from __future__ import annotations
 
 import argparse
 import math
-import platform
-import resource
 import sys
 import time
 from contextlib import ExitStack, contextmanager
@@ -13,14 +12,16 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from utils.comparison_utils import (REDUCED_MARK, OutputError, experiment_lock, load_results,
-                                    markdown_table, prepare_output_dir, write_json_atomic,
-                                    write_text_atomic)
-from utils.data import DataError, ImageSet, load_dataset
+from utils.data import DATASETS, DataError, ImageSet, load_dataset
+from utils.results import OutputError, experiment_lock, prepare_output_dir, record_run
 from utils.training_utils import DeviceError, TrainConfig, resolve_device
 
 QUICK_TRAIN, QUICK_TEST = 512, 256  # --quick: a small subset and one epoch (a smoke test, < 1 min)
 BUDGET_TRAIN = 10000  # --budget: a preview of every experiment on 10k training images, 1 epoch
+
+
+class UsageError(Exception):
+    """Flags that contradict each other; the message is one line meant for the user."""
 
 
 def positive_int(text: str) -> int:
@@ -44,11 +45,15 @@ def batch_size(text: str) -> int:
     return value
 
 
-def seed(text: str) -> int:
-    value = int(text)
-    if not 0 <= value < 2**32:  # numpy's seeds
-        raise argparse.ArgumentTypeError(f"must be in 0..{2**32 - 1}, got {text}")
-    return value
+def seeds(text: str) -> list[int]:
+    """One seed ("0") or a list of them ("0,1,2")."""
+    values = [int(t) for t in text.split(",")]
+    for value in values:
+        if not 0 <= value < 2**32:  # numpy's seeds
+            raise argparse.ArgumentTypeError(f"seeds must be in 0..{2**32 - 1}, got {value}")
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"seeds must differ, got {text}")
+    return values
 
 
 def fraction(text: str) -> float:
@@ -67,7 +72,11 @@ def base_parser(description: str, parts: Sequence[str]) -> argparse.ArgumentPars
                    help="epochs per model (default: each part's own, see README)")
     p.add_argument("--batch-size", type=batch_size, default=128)
     p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default: per part)")
-    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--seed", type=seeds, default=[0], metavar="A[,B,...]",
+                   help="seed (initialisation and batch order), or a list of seeds to run each model with")
+    p.add_argument("--seeds", type=positive_int, default=None, metavar="N",
+                   help="run each model with N seeds: --seed, --seed + 1, ... (default 1); "
+                        "tables show mean ± std over them")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for PyTorch (default: PyTorch's choice, one per core)")
@@ -133,9 +142,31 @@ def locked_experiments(args: argparse.Namespace, experiments: Sequence[str]) -> 
         yield
 
 
+def add_dataset_argument(p: argparse.ArgumentParser, default: str | None, help: str) -> None:
+    """``--dataset`` with the registered data sets as choices."""
+    p.add_argument("--dataset", choices=list(DATASETS), default=default, help=help)
+
+
+def seed_list(args: argparse.Namespace, fixed: int | None = None) -> list[int]:
+    """The seeds of a run: ``--seed A,B,C``, or ``--seeds N`` from ``--seed`` on; ``fixed``
+    (an experiment that always uses that many) overrides the count."""
+    if fixed is not None:
+        return [args.seed + i for i in range(fixed)]
+    return list(args.seed_list)
+
+
+def resolve_seeds(args: argparse.Namespace) -> None:
+    """``args.seed_list`` from --seed/--seeds, and ``args.seed`` its first (for data subsets)."""
+    if len(args.seed) > 1 and args.seeds is not None:
+        raise UsageError("give either --seed A,B,C or --seeds N, not both")
+    args.seed_list = args.seed if len(args.seed) > 1 else [args.seed[0] + i for i in range(args.seeds or 1)]
+    args.seed = args.seed_list[0]
+
+
 def setup(args: argparse.Namespace) -> torch.device:
-    """Output folders, device and threads from the CLI; raises DeviceError for an unavailable
-    device and OutputError for an output folder that cannot be written."""
+    """Output folders, seeds, device and threads from the CLI; raises DeviceError for an
+    unavailable device and OutputError for an output folder that cannot be written."""
+    resolve_seeds(args)
     resolve_outputs(args)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -144,14 +175,17 @@ def setup(args: argparse.Namespace) -> torch.device:
     return device
 
 
-def load_splits(name: str, args: argparse.Namespace) -> tuple[ImageSet, ImageSet, dict]:
-    """Train and test splits (subsets with --quick) and a description saved with the results."""
+def load_splits(name: str, args: argparse.Namespace, train_size: int | None = None,
+                test_size: int | None = None) -> tuple[ImageSet, ImageSet, dict]:
+    """Train and test splits (subsets with --quick or --budget, then ``train_size`` /
+    ``test_size`` images where an experiment fixes them) and a description saved with the results."""
     train = load_dataset(name, "train", args.data_dir, download=not args.no_download)
     test = load_dataset(name, "test", args.data_dir, download=not args.no_download)
     if args.quick:
         train, test = train.subset(QUICK_TRAIN, args.seed), test.subset(QUICK_TEST, args.seed)
     elif args.budget:
         train = train.subset(BUDGET_TRAIN, args.seed)
+    train, test = train.subset(train_size, args.seed), test.subset(test_size, args.seed)
     if len(train) < 2:
         raise DataError(f"{name}: {len(train)} training image(s); training needs at least 2")
     info = {"dataset": name, "train_size": len(train), "test_size": len(test), "quick": args.quick,
@@ -177,50 +211,16 @@ def make_config(args: argparse.Namespace, device: torch.device, epochs: int, lr:
                        epoch_fraction=args.epoch_fraction, compile=args.compile, **fields)
 
 
-def cpu_name() -> str:
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                     if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or platform.machine()
-    return f"{model}, {torch.get_num_threads()} threads"
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (ru_maxrss is in KiB on Linux, bytes on macOS)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
-
-
-RUN_COLUMNS = (("script", "скрипт", "str"), ("part", "часть", "str"), ("preset", "режим", "str"),
-               ("wall_time_min", "время, мин", "f2"), ("peak_rss_mb", "пик RSS, МБ", "int"),
-               ("device", "устройство", "str"), ("cpu", "процессор", "str"))
-
-
-def record_run(args: argparse.Namespace, script: str, seconds: float) -> None:
-    """Write the wall time and peak memory of a whole script run to ``<results>/runs/``."""
-    out = Path(args.results_dir) / "runs"
-    preset = "quick" if args.quick else preset_name(args) or "default"
-    name = script if args.part == "all" else f"{script}_part{args.part}"
-    write_json_atomic(out / f"{name}.json", {
-        "model": script, "script": script, "part": args.part, "preset": preset,
-        "argv": sys.argv[1:], "wall_time_min": seconds / 60, "peak_rss_mb": peak_rss_mb(),
-        "device": getattr(args, "resolved_device", args.device), "cpu": cpu_name(),
-        "torch": torch.__version__})
-    runs = load_results(out)
-    reduced = any(r.get("preset") != "default" for r in runs)
-    write_text_atomic(out / "table.md", (REDUCED_MARK + "\n" if reduced else "")
-                      + markdown_table(runs, RUN_COLUMNS) + "\n")
-
-
 def run_main(main: Callable[[], argparse.Namespace]) -> None:
     """Run a script's ``main`` (which returns its parsed arguments), record its wall time and
     peak memory; user errors become one line on stderr and exit code 2."""
     start = time.perf_counter()
     try:
         args = main()
-        record_run(args, Path(sys.argv[0]).stem, time.perf_counter() - start)
-    except (DataError, DeviceError, OutputError) as e:
+        preset = "quick" if args.quick else preset_name(args) or "default"
+        record_run(args.results_dir, Path(sys.argv[0]).stem, args.part, preset,
+                   time.perf_counter() - start, getattr(args, "resolved_device", args.device))
+    except (DataError, DeviceError, OutputError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

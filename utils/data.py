@@ -1,14 +1,15 @@
 """Data sets as in-memory uint8 tensors, and batched augmentation on the target device.
 
-MNIST is read from its IDX files (raw or .gz) under ``<data-dir>/MNIST/raw/`` and CIFAR-10 from
-its python batches under ``<data-dir>/cifar-10-batches-py/``: the layouts torchvision downloads
-into. A whole split is decoded once; batches are sliced, normalised and augmented as tensors, so
-there is no per-sample Python work and no DataLoader worker competing for the compute threads.
+Each data set is one :class:`Dataset` record in ``DATASETS``: its folder and files in the layout
+torchvision downloads into (MNIST and Fashion-MNIST as IDX files, raw or .gz, under
+``<data-dir>/MNIST/raw/`` and ``<data-dir>/FashionMNIST/raw/``; CIFAR-10 as python batches under
+``<data-dir>/cifar-10-batches-py/``), its reader, classes, statistics and image shape. A whole
+split is decoded once; batches are sliced, normalised and augmented as tensors, so there is no
+per-sample Python work and no DataLoader worker competing for the compute threads.
 """
 from __future__ import annotations
 
 import errno
-import functools
 import gzip
 import hashlib
 import os
@@ -16,28 +17,10 @@ import pickle
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
-
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
-                   "dog", "frog", "horse", "ship", "truck")
-MNIST_CLASSES = tuple(str(d) for d in range(10))
-
-# Per-channel statistics of the training splits (the usual published values).
-STATS = {
-    "mnist": ((0.1307,), (0.3081,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-}
-
-MNIST_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-CIFAR10_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
-DATASETS = ("mnist", "cifar10")
-
 
 class DataError(Exception):
     """A data set is missing or unreadable; the message is one line meant for the user."""
@@ -120,7 +103,7 @@ def check_split(images: np.ndarray, labels: np.ndarray, shape: tuple[int, ...], 
 
 
 # ---------------------------------------------------------------------------------------------
-# MNIST (IDX format)
+# Readers: the files of one split -> uint8 images (N, C, H, W) and integer labels
 
 def _read_maybe_gzip(path: Path) -> bytes:
     try:
@@ -151,32 +134,14 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def _find_idx(raw_dir: Path, stem: str) -> Path | None:
-    for name in (stem, stem + ".gz"):
-        if (raw_dir / name).is_file():
-            return raw_dir / name
-    return None
-
-
-def load_mnist(root: Path, split: str) -> ImageSet:
-    raw_dir = root / "MNIST" / "raw"
-    paths = [_find_idx(raw_dir, stem) for stem in MNIST_FILES[split]]
-    if None in paths:
-        missing = [s for s, p in zip(MNIST_FILES[split], paths) if p is None]
-        raise FileNotFoundError(", ".join(str(raw_dir / m) + "[.gz]" for m in missing))
+def read_idx_pair(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """An images IDX file (N, H, W) and its labels IDX file (N,)."""
     images, labels = read_idx(paths[0]), read_idx(paths[1])
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise DataError(f"corrupted data set in {raw_dir}: images {images.shape} and labels "
+        raise DataError(f"corrupted data set in {paths[0].parent}: images {images.shape} and labels "
                         f"{labels.shape} do not match")
-    check_split(images, labels, (28, 28), len(MNIST_CLASSES), raw_dir)
-    mean, std = STATS["mnist"]
-    return ImageSet(torch.from_numpy(images.copy()).unsqueeze(1),
-                    torch.from_numpy(labels.astype(np.int64)), MNIST_CLASSES, mean, std,
-                    file_fingerprint(paths))
+    return images[:, None].copy(), labels.astype(np.int64)
 
-
-# ---------------------------------------------------------------------------------------------
-# CIFAR-10 (python pickle batches)
 
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
@@ -194,32 +159,79 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def load_cifar10(root: Path, split: str) -> ImageSet:
-    folder = root / "cifar-10-batches-py"
-    paths = [folder / name for name in CIFAR10_FILES[split]]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(", ".join(missing))
+def read_cifar_batches(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR's python pickle batches, concatenated."""
     parts = [_read_cifar_batch(p) for p in paths]
-    images = np.concatenate([p[0] for p in parts])
-    labels = np.concatenate([p[1] for p in parts])
-    check_split(images, labels, (3, 32, 32), len(CIFAR10_CLASSES), folder)
-    mean, std = STATS["cifar10"]
-    return ImageSet(torch.from_numpy(images), torch.from_numpy(labels), CIFAR10_CLASSES, mean, std,
-                    file_fingerprint(paths))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 # ---------------------------------------------------------------------------------------------
+# The registry: one record per data set
 
-_LOADERS = {"mnist": load_mnist, "cifar10": load_cifar10}
+@dataclass(frozen=True)
+class Dataset:
+    """Everything the code knows about one data set."""
+
+    name: str                                  # as on the command line
+    folder: str                                # under the data folder, in torchvision's layout
+    files: dict[str, tuple[str, ...]]          # per split; an IDX file may also be <name>.gz
+    reader: Callable[[list[Path]], tuple[np.ndarray, np.ndarray]]
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]                    # per channel, of the training split, on [0, 1]
+    std: tuple[float, ...]
+    shape: tuple[int, int, int]                # (C, H, W)
+    crop_padding: int                          # of the random-crop augmentation
+    torchvision_class: str                     # the torchvision.datasets class that downloads it
+
+    def paths(self, root: Path, split: str) -> list[Path]:
+        """The files of ``split`` under ``root``; FileNotFoundError names the missing ones."""
+        folder = root / self.folder
+        found = [next((folder / n for n in (name, name + ".gz") if (folder / n).is_file()), None)
+                 for name in self.files[split]]
+        missing = [str(folder / name) for name, p in zip(self.files[split], found) if p is None]
+        if missing:
+            raise FileNotFoundError(", ".join(missing))
+        return found  # type: ignore[return-value]
+
+    def load(self, root: Path, split: str) -> ImageSet:
+        paths = self.paths(root, split)
+        images, labels = self.reader(paths)
+        check_split(images, labels, self.shape, len(self.classes), root / self.folder)
+        return ImageSet(torch.from_numpy(images), torch.from_numpy(labels), self.classes, self.mean,
+                        self.std, file_fingerprint(paths))
 
 
-def _download(name: str, root: Path) -> None:
+IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+DATASETS = {d.name: d for d in (
+    Dataset("mnist", "MNIST/raw", IDX_FILES, read_idx_pair, tuple(str(d) for d in range(10)),
+            (0.1307,), (0.3081,), (1, 28, 28), 2, "MNIST"),
+    Dataset("fashion_mnist", "FashionMNIST/raw", IDX_FILES, read_idx_pair,
+            ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+             "Bag", "Ankle boot"), (0.2860,), (0.3530,), (1, 28, 28), 2, "FashionMNIST"),
+    Dataset("cifar10", "cifar-10-batches-py",
+            {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)},
+            read_cifar_batches, ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                                 "ship", "truck"),
+            (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), (3, 32, 32), 4, "CIFAR10"),
+)}
+
+
+def get_dataset(name: str) -> Dataset:
+    if name not in DATASETS:
+        raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+
+
+def _download(dataset: Dataset, root: Path) -> None:
     """Fetch the files with torchvision's own downloader (into the same layout we read).
     A failed download leaves behind no folder it created."""
     from torchvision import datasets  # imported lazily: only needed when data is missing
 
-    cls = {"mnist": datasets.MNIST, "cifar10": datasets.CIFAR10}[name]
+    cls = getattr(datasets, dataset.torchvision_class)
     missing = [p for p in (root, *root.parents) if not p.exists()]
     before = {Path(d) for d, _, _ in os.walk(root)}
     try:
@@ -243,37 +255,36 @@ def _remove_if_empty(path: Path) -> None:
             raise
 
 
-def _load(name: str, split: str, root: Path) -> ImageSet:
+def _load(dataset: Dataset, split: str, root: Path) -> ImageSet:
     try:
-        return _LOADERS[name](root, split)
+        return dataset.load(root, split)
     except PermissionError as e:  # a folder on the way that the user may not list
         raise _unreadable(Path(e.filename or root), e) from None
 
 
 def load_dataset(name: str, split: str, data_dir: str | os.PathLike | None = None,
                  download: bool = True) -> ImageSet:
-    """Load ``split`` ("train" or "test") of ``name`` ("mnist" or "cifar10") into memory.
+    """Load ``split`` ("train" or "test") of the data set ``name`` (a key of ``DATASETS``).
 
     Missing files are downloaded with torchvision unless ``download`` is False; any failure
     raises :class:`DataError` with a one-line message naming the files and the remedy. The
     files are checked (counts, image shape, label range) before anything trains on them.
     """
-    if name not in _LOADERS:
-        raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+    dataset = get_dataset(name)
     root = resolve_data_dir(data_dir)
     try:
-        return _load(name, split, root)
+        return _load(dataset, split, root)
     except FileNotFoundError as missing:
         if not download:
             raise DataError(f"{name} not found: missing {missing}; pass --data-dir to the folder "
                             "that holds it, or drop --no-download to fetch it") from None
     try:
-        _download(name, root)
+        _download(dataset, root)
     except Exception as e:  # network errors come in many types; all mean the same to the user
         raise DataError(f"{name} not found under {root} and the download failed "
                         f"({type(e).__name__}); pass --data-dir to a folder that holds it") from None
     try:
-        return _load(name, split, root)
+        return _load(dataset, split, root)
     except FileNotFoundError as missing:
         raise DataError(f"{name} still missing after download: {missing}") from None
 

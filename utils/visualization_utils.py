@@ -5,6 +5,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import matplotlib
+import matplotlib.colors
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
@@ -29,48 +31,94 @@ def _series(result: dict[str, Any], key: str) -> tuple[list[int], list[float]]:
     return [h["epoch"] for h in history], [h[key] for h in history]
 
 
+def _by_model(results: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Results grouped by model (one entry per seed), in the order the models first appear."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault(r["model"], []).append(r)
+    return groups
+
+
+def _curve(runs: Sequence[dict[str, Any]], key: str, scale: float = 1.0
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Epochs, mean and std over seeds of a per-epoch metric (the epochs every seed has)."""
+    n = min(len(r["history"]) for r in runs)
+    values = np.array([[np.nan if h.get(key) is None else h[key] for h in r["history"][:n]] for r in runs],
+                      dtype=float) * scale
+    std = np.nanstd(values, 0, ddof=1) if len(runs) > 1 else np.zeros(n)
+    return np.arange(1, n + 1), np.nanmean(values, 0), std
+
+
+def _label(name: str, runs: Sequence[dict[str, Any]]) -> str:
+    return f"{name} ({len(runs)} сид.)" if len(runs) > 1 else name
+
+
 def plot_learning_curves(results: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
-    """Loss and accuracy per epoch: train (solid) and test (dashed), one colour per model."""
+    """Loss and accuracy per epoch: train (solid) and test (dashed), one colour per model; with
+    several seeds the mean and a ±std band."""
+    groups = _by_model(results)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    colors = sns.color_palette("tab10", len(results))
-    for r, c in zip(results, colors):
-        for key, style, part in (("train", "-", "train"), ("test", "--", "test")):
-            axes[0].plot(*_series(r, f"{key}_loss"), style, color=c, label=f"{r['model']} ({part})")
-            axes[1].plot(*_series(r, f"{key}_acc"), style, color=c, label=f"{r['model']} ({part})")
-    axes[0].set(title="Loss", xlabel="epoch", ylabel="cross-entropy", yscale="log")
-    axes[1].set(title="Accuracy", xlabel="epoch", ylabel="accuracy")
+    colors = sns.color_palette("tab10", len(groups))
+    for (name, runs), c in zip(groups.items(), colors):
+        for part, style in (("train", "-"), ("test", "--")):
+            for ax, key, scale in ((axes[0], f"{part}_loss", 1.0), (axes[1], f"{part}_acc", 100.0)):
+                epochs, mean, std = _curve(runs, key, scale)
+                ax.plot(epochs, mean, style, color=c, marker=".", label=f"{_label(name, runs)} ({part})")
+                if len(runs) > 1:
+                    ax.fill_between(epochs, mean - std, mean + std, color=c, alpha=0.15)
+    axes[0].set(title="Loss", xlabel="эпоха", ylabel="cross-entropy", yscale="log")
+    axes[1].set(title="Accuracy", xlabel="эпоха", ylabel="accuracy, %")
     for ax in axes:
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes[1].legend(fontsize=8, loc="lower right")
     fig.suptitle(title)
     return _save(fig, path)
 
 
 def plot_overfitting(results: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
-    """Generalisation gap per epoch: clean train accuracy minus test accuracy."""
+    """Generalisation gap per epoch: clean train accuracy minus test accuracy (mean ± std over seeds)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in results:
-        epochs, train = _series(r, "train_acc")
-        _, test = _series(r, "test_acc")
-        ax.plot(epochs, 100 * (np.array(train) - np.array(test)), marker="o", label=r["model"])
+    for name, runs in _by_model(results).items():
+        epochs = _curve(runs, "train_acc")[0]
+        gaps = np.array([100 * (np.array(_series(r, "train_acc")[1][:len(epochs)], dtype=float)
+                                - np.array(_series(r, "test_acc")[1][:len(epochs)], dtype=float))
+                         for r in runs])
+        gap = np.nanmean(gaps, 0)
+        ax.plot(epochs, gap, marker="o", label=_label(name, runs))
+        if len(runs) > 1:
+            std = np.nanstd(gaps, 0, ddof=1)
+            ax.fill_between(epochs, gap - std, gap + std, alpha=0.15)
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set(title=title, xlabel="epoch", ylabel="train acc − test acc, p.p.")
+    ax.set(title=title, xlabel="эпоха", ylabel="train acc − test acc, п.п.")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()
     return _save(fig, path)
 
 
-def plot_confusion_matrix(result: dict[str, Any], path: Path) -> Path:
-    """Row-normalised confusion matrix (each row: how one true class was classified)."""
-    cm = np.array(result["confusion_matrix"], dtype=float)
-    cm = cm / cm.sum(1, keepdims=True).clip(min=1)
+def plot_confusion_matrix(runs: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Confusion matrix of one model, summed over its seeds: counts where the test set is large
+    and a few classes dominate (MNIST reads 0.00 almost everywhere when normalised), and with
+    each row normalised otherwise."""
+    result = runs[0]
+    cm = np.sum([np.array(r["confusion_matrix"], dtype=float) for r in runs], 0)
     classes = result["classes"]
+    accs = [r["test_acc"] for r in runs if r.get("test_acc") is not None]
+    acc = f"{100 * np.mean(accs):.2f} %" if accs else "–"
+    counts = cm.sum() / len(runs) > 1000 and np.trace(cm) / max(cm.sum(), 1) > 0.95
     fig, ax = plt.subplots(figsize=(8, 6.5))
-    sns.heatmap(cm, annot=True, fmt=".2f", cmap="Blues", vmin=0, vmax=1, ax=ax,
-                xticklabels=classes, yticklabels=classes, annot_kws={"size": 7},
-                cbar_kws={"label": "доля класса"})
-    ax.set(title=f"{result['model']}: confusion matrix (test acc {100 * result['test_acc']:.2f} %)",
-           xlabel="predicted class", ylabel="true class")
+    if counts:
+        sns.heatmap(cm.astype(int), annot=True, fmt="d", cmap="Blues", ax=ax, xticklabels=classes,
+                    yticklabels=classes, annot_kws={"size": 7}, cbar_kws={"label": "изображений"},
+                    norm=matplotlib.colors.LogNorm(vmin=1, vmax=max(2, cm.max())))
+    else:
+        sns.heatmap(cm / cm.sum(1, keepdims=True).clip(min=1), annot=True, fmt=".2f", cmap="Blues",
+                    vmin=0, vmax=1, ax=ax, xticklabels=classes, yticklabels=classes,
+                    annot_kws={"size": 7}, cbar_kws={"label": "доля класса"})
+    seeds = f", сумма по {len(runs)} сидам" if len(runs) > 1 else ""
+    ax.set(title=f"{result['model']}: матрица ошибок (test acc {acc}{seeds})",
+           xlabel="предсказанный класс", ylabel="истинный класс")
     return _save(fig, path)
 
 
@@ -84,34 +132,37 @@ def plot_gradient_flow(result: dict[str, Any], path: Path) -> Path:
     history = result["history"]
     for i, h in enumerate(history):
         ax.plot(x, h["grad_norms"], marker=".", color=cmap(i / max(1, len(history) - 1)),
-                label=f"epoch {h['epoch']}")
+                label=f"эпоха {h['epoch']}")
     ax.set_yscale("log")
     ax.set_xticks(x, [n.removesuffix(".weight") for n in layers], rotation=70, fontsize=7)
-    ax.set(title=f"{result['model']}: gradient flow", xlabel="layer (input → output)",
-           ylabel="‖∂L/∂W‖₂")
+    ax.set(title=f"{result['model']} (сид {result.get('seed', 0)}): нормы градиентов по слоям",
+           xlabel="слой (вход → выход)", ylabel="‖∂L/∂W‖₂")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=2)
     return _save(fig, path)
 
 
 def plot_metric_bars(results: Sequence[dict[str, Any]], path: Path, title: str,
-                     metrics: Sequence[tuple[str, str]] = (("test_acc", "test accuracy"),
-                                                           ("params", "parameters"),
-                                                           ("train_time_s", "training time, s"),
-                                                           ("inference_time_s", "inference time, s"))
+                     metrics: Sequence[tuple[str, str, float]] = (("test_acc", "test accuracy, %", 100.0),
+                                                                  ("params", "параметры", 1.0),
+                                                                  ("train_time_s", "обучение, с", 1.0),
+                                                                  ("inference_time_s", "инференс test, с", 1.0))
                      ) -> Path:
-    """One bar chart per metric, models side by side."""
+    """One bar chart per metric, models side by side: the mean over seeds with ±std error bars
+    and its value on the bar; every axis starts at zero."""
+    groups = _by_model(results)
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 4))
-    names = [r["model"] for r in results]
-    colors = sns.color_palette("tab10", len(results))
-    for ax, (key, label) in zip(np.atleast_1d(axes), metrics):
-        values = [r.get(key, np.nan) for r in results]
-        ax.bar(range(len(names)), values, color=colors)
+    names = list(groups)
+    colors = sns.color_palette("tab10", len(names))
+    for ax, (key, label, scale) in zip(np.atleast_1d(axes), metrics):
+        values = [[r[key] * scale for r in runs if r.get(key) is not None] for runs in groups.values()]
+        means = [np.mean(v) if v else np.nan for v in values]
+        stds = [np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in values]
+        bars = ax.bar(range(len(names)), means, yerr=stds if any(stds) else None, color=colors, capsize=4)
+        ax.bar_label(bars, labels=[f"{m:.4g}" if np.isfinite(m) else "–" for m in means], fontsize=7)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
         ax.set(title=label)
-        if key == "test_acc":
-            lo = min(values)
-            ax.set_ylim(max(0, lo - 0.05), 1)
+        ax.set_ylim(bottom=0)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title)
     return _save(fig, path)
@@ -149,12 +200,12 @@ def save_comparison_figures(results: Sequence[dict[str, Any]], plots_dir: Path, 
     plots_dir = Path(plots_dir)
     paths = [plot_learning_curves(results, plots_dir / f"{prefix}_learning_curves.png", title),
              plot_overfitting(results, plots_dir / f"{prefix}_overfitting.png",
-                              f"{title}: generalisation gap"),
+                              f"{title}: разрыв train − test"),
              plot_metric_bars(results, plots_dir / f"{prefix}_comparison.png", title)]
     if per_model:
-        for r in results:
-            paths.append(plot_confusion_matrix(r, plots_dir / f"{prefix}_{r['model']}_confusion.png"))
-            paths.append(plot_gradient_flow(r, plots_dir / f"{prefix}_{r['model']}_gradient_flow.png"))
+        for name, runs in _by_model(results).items():
+            paths.append(plot_confusion_matrix(runs, plots_dir / f"{prefix}_{name}_confusion.png"))
+            paths.append(plot_gradient_flow(runs[0], plots_dir / f"{prefix}_{name}_gradient_flow.png"))
     return paths
 
 
