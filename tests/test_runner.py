@@ -38,7 +38,8 @@ def experiment(**kw):
 def test_seeds_give_one_file_each_and_a_mean_std_table(tmp_path, data_dir, capsys):
     args, device = cli_args(tmp_path, data_dir, "--seeds", 3, "--seed", 5)
     analysed = []
-    exp = experiment(analyse=lambda ctx, spec, model, r: analysed.append((spec.name, r["seed"])))
+    exp = experiment(analyse=lambda ctx, spec, model, r: analysed.append((spec.name, r["seed"])),
+                     contrasts=[("CNN+ls", "CNN")])
     results = run_experiment(exp, args, device)
     out = tmp_path / "r" / "exp"
     assert {p.name for p in out.glob("*.json")} == {f"{m}_seed{s}.json" for m in ("CNN", "CNN+ls")
@@ -53,6 +54,8 @@ def test_seeds_give_one_file_each_and_a_mean_std_table(tmp_path, data_dir, capsy
     assert "| 3 |" in row and "сиды: 5, 6, 7" in table
     assert len((out / "summary.csv").read_text().splitlines()) == 1 + 6
     assert (tmp_path / "p" / "exp" / "mnist_learning_curves.png").stat().st_size > 0
+    contrast = (out / "contrasts.md").read_text()
+    assert "| CNN+ls − CNN |" in contrast and "| paired | 3 |" in contrast
 
     # --resume per seed: a lost seed is retrained, the others are read back
     (out / "CNN_seed6.json").unlink()
@@ -138,3 +141,20 @@ def test_task3_runs_on_mnist(tmp_path, data_dir):
     result = json.loads((tmp_path / "r" / "custom_layers_mnist" / "CNN-custom_seed0.json").read_text())
     assert result["config"]["dataset"] == "mnist" and result["classes"] == list(DATASETS["mnist"].classes)
     assert (tmp_path / "p" / "custom_layers_mnist" / "attention_spatial_maps.png").is_file()
+
+
+def test_compare_paired_by_seed_and_welch_otherwise():
+    from utils.results import compare, describe_difference, t_quantile
+    assert [round(t_quantile(0.975, df), 3) for df in (1, 2, 4, 30)] == [12.706, 4.303, 2.776, 2.042]
+    a = [{"seed": s, "test_acc": v} for s, v in zip((0, 1, 2), (0.90, 0.91, 0.92))]
+    b = [{"seed": s, "test_acc": v} for s, v in zip((0, 1, 2), (0.88, 0.885, 0.90))]
+    paired = compare(a, b)
+    d = np.array([0.02, 0.025, 0.02])  # per-seed differences
+    half = 4.303 * d.std(ddof=1) / np.sqrt(3)
+    assert paired["test"] == "paired" and paired["diff"] == pytest.approx(d.mean())
+    assert paired["high"] - paired["diff"] == pytest.approx(half, rel=1e-3) and paired["real"]
+    other_seeds = [{**r, "seed": r["seed"] + 10} for r in b]
+    welch = compare(a, other_seeds)
+    assert welch["test"] == "Welch" and welch["low"] < 0 < welch["high"] and not welch["real"]
+    assert "в пределах шума" in describe_difference(welch) and "реально" in describe_difference(paired)
+    assert compare(a[:1], b[:1])["diff"] is None

@@ -21,8 +21,8 @@ from models.cnn_models import count_parameters
 from utils.cli import load_splits, make_config, seed_list
 from utils.data import ImageSet
 from utils.results import (STANDARD_COLUMNS, ModelResult, OutputError, config_differences, load_result,
-                           prepare_output_dir, result_path, strict_json, write_json_atomic, write_summary,
-                           write_table)
+                           prepare_output_dir, result_path, strict_json, write_contrasts, write_json_atomic,
+                           write_summary, write_table)
 from utils.training_utils import TrainConfig, measure_inference, set_seed, train_model
 from utils.visualization_utils import save_comparison_figures
 
@@ -68,6 +68,9 @@ class Experiment:
     quick_subset: tuple[int | None, int | None] = (None, None)  # ... and the one --quick uses
     seeds: int | None = None                     # a fixed number of seeds (default: --seeds)
     per_model_figures: bool = True               # confusion matrix and gradient flow per model
+    # The pairs of models whose difference the experiment is about (declared before the runs):
+    # contrasts.md gives each difference with its 95 % interval.
+    contrasts: Sequence[tuple[str, str]] = ()
     # Called with every trained model while it exists; may add keys to the result before it is
     # written (receptive fields, FLOPs, saved arrays for figures).
     analyse: Callable[[Context, ModelSpec, nn.Module, ModelResult], None] | None = None
@@ -90,6 +93,8 @@ def run_experiment(exp: Experiment, args: argparse.Namespace, device: torch.devi
     results = train_models(ctx, exp.models(train), seed_list(args, exp.seeds), cfg, info)
     write_summary(ctx.out, results, extra_columns=[k for k, _, _ in exp.columns])
     write_table(ctx.out, results, exp.columns)
+    if exp.contrasts:
+        write_contrasts(ctx.out, results, exp.contrasts)
     save_comparison_figures(results, ctx.plots, exp.dataset, exp.title, per_model=exp.per_model_figures)
     if exp.report is not None:
         exp.report(ctx, results)
