@@ -12,6 +12,7 @@ training (``TrainConfig`` saved with each result).
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.cnn_models import KernelCNN, PlainCNN, ResidualCNN, widths_for_budget
+from models.cnn_models import KernelCNN, PlainCNN, ResidualCNN, count_flops, widths_for_budget
 from utils.cli import add_dataset_argument, base_parser, locked_experiments, run_main, setup
 from utils.data import ImageSet
 from utils.receptive_field import effective_receptive_field, erf_extent, receptive_field_info
@@ -36,6 +37,7 @@ KERNEL_BUDGET = 55_000     # parameters of every kernel variant
 KERNEL_RATIOS = (1, 2, 4)  # widths of the three stages, up to a common scale
 KERNEL_VARIANTS = (("3x3", 3, False), ("5x5", 5, False), ("7x7", 7, False), ("1x1+3x3", 3, True))
 DEPTH_WIDTHS = (16, 32)    # channels at 1/2 and 1/4 resolution
+DEEP = 21                  # the deeper plain/residual pair (>= 18 convs; residual needs 1 + 4k)
 
 SHOWN_IMAGES = 3   # test images whose first-layer activations are drawn
 SHOWN_CHANNELS = 8
@@ -56,15 +58,23 @@ def kernel_models(data: ImageSet, budget: int = KERNEL_BUDGET) -> list[ModelSpec
 
 
 def depth_models(data: ImageSet) -> list[ModelSpec]:
-    """2.2: plain CNNs of growing depth, the deepest without BatchNorm, and its residual twin."""
+    """2.2: plain CNNs of growing depth and their residual twins, with the controls that separate
+    depth, normalisation and initialisation: without BN (PyTorch's default init, and He init),
+    a residual net without BN, and a deeper pair where plain nets degrade."""
     w, c, n = DEPTH_WIDTHS, data.shape[0], len(data.classes)
     return [
         ModelSpec("Plain-2", lambda: PlainCNN(2, w, c, n), notes="BN"),
         ModelSpec("Plain-4", lambda: PlainCNN(4, w, c, n), notes="BN"),
         ModelSpec("Plain-9", lambda: PlainCNN(9, w, c, n), notes="BN"),
-        ModelSpec("Plain-9-noBN", lambda: PlainCNN(9, w, c, n, batchnorm=False),
-                  notes="без BN (контроль)"),
         ModelSpec("Residual-9", lambda: ResidualCNN(9, w, c, n), notes="BN, shortcuts"),
+        ModelSpec("Plain-9-noBN", lambda: PlainCNN(9, w, c, n, batchnorm=False),
+                  notes="без BN, init PyTorch"),
+        ModelSpec("Plain-9-noBN-He", lambda: PlainCNN(9, w, c, n, batchnorm=False, init="kaiming"),
+                  notes="без BN, init He"),
+        ModelSpec("Residual-9-noBN", lambda: ResidualCNN(9, w, c, n, batchnorm=False),
+                  notes="без BN, shortcuts"),
+        ModelSpec(f"Plain-{DEEP}", lambda: PlainCNN(DEEP, w, c, n), notes="BN"),
+        ModelSpec(f"Residual-{DEEP}", lambda: ResidualCNN(DEEP, w, c, n), notes="BN, shortcuts"),
     ]
 
 
@@ -83,17 +93,24 @@ def conv_layer_count(model: nn.Module) -> int:
 
 
 def gradient_ratios(model: nn.Module, result: dict[str, Any]) -> None:
-    """First / last conv layer gradient norm, at initialisation and in the last epoch.
+    """First / last conv layer gradient norm, at initialisation and in the last epoch: per tensor
+    (``grad_ratio_*``) and per weight (``grad_ratio_*_per_weight``: each norm divided by
+    sqrt(number of weights), so that a wide last layer does not look healthier than it is).
 
     Shortcut projections are left out: the ratio is about the path the signal takes through
     all the layers. Far below 1: gradients vanish towards the input; far above: they explode.
     """
-    convs = {n for n, p in model.named_parameters() if p.ndim == 4 and "downsample" not in n}
+    params = dict(model.named_parameters())
+    convs = {n for n, p in params.items() if p.ndim == 4 and "downsample" not in n}
     idx = [i for i, n in enumerate(result["grad_layers"]) if n in convs]
+    first, last = (result["grad_layers"][i] for i in (idx[0], idx[-1]))
+    size = math.sqrt(params[last].numel() / params[first].numel())
     for key, norms in (("grad_ratio_init", result["grad_norms_init"]),
                        ("grad_ratio_final", result["history"][-1]["grad_norms"])):
-        ratio = norms[idx[0]] / norms[idx[-1]] if norms[idx[-1]] else float("inf")
+        g1, gl = norms[idx[0]], norms[idx[-1]]
+        ratio = g1 / gl if gl else float("inf")
         result[key] = ratio if np.isfinite(ratio) else None
+        result[key + "_per_weight"] = ratio * size if np.isfinite(ratio) else None
 
 
 def maps_path(ctx: Context, result: dict[str, Any]) -> Path:
@@ -122,7 +139,7 @@ def analyse_kernel_model(ctx: Context, spec: ModelSpec, model: nn.Module, result
     acts = acts[:, top_channels(acts, SHOWN_CHANNELS)]
     result.update(receptive_field=info["rf"], erf90=erf_extent(erf, centre[::-1]),
                   erf90_init=erf_extent(erf_init, centre[::-1]), rf_centre=centre[::-1],
-                  conv_layers=conv_layer_count(model))
+                  conv_layers=conv_layer_count(model), mflops=count_flops(model, ctx.train.shape) / 1e6)
     write_npz_atomic(maps_path(ctx, result), erf=erf.cpu(), erf_init=erf_init.cpu(),
                      activations=acts.cpu(), filters=first.weight.detach().cpu())
 
@@ -136,7 +153,7 @@ def analyse_depth_model(ctx: Context, spec: ModelSpec, model: nn.Module, result:
     keys = list(taps)
     shown = sorted({round(i) for i in np.linspace(0, len(keys) - 1, min(5, len(keys)))})
     result.update(receptive_field=receptive_field_info(model, image.shape)["rf"],
-                  conv_layers=conv_layer_count(model))
+                  conv_layers=conv_layer_count(model), mflops=count_flops(model, ctx.train.shape) / 1e6)
     gradient_ratios(model, result)
     arrays = {keys[i]: taps[keys[i]][0, top_channels(taps[keys[i]], SHOWN_CHANNELS)].cpu() for i in shown}
     write_npz_atomic(maps_path(ctx, result), image=image.cpu(), **arrays)
@@ -169,15 +186,16 @@ def kernel_figures(ctx: Context, results: list[ModelResult]) -> None:
     plot_maps_with_inputs([inputs[i] if n == names[0] else None for i, n in rows],
                           [maps[n]["activations"][i] for i, n in rows],
                           ctx.plots / f"{prefix}_first_layer_activations.png",
-                          f"First conv block (before pooling): the {SHOWN_CHANNELS} most active channels",
-                          row_labels=[f"image {i}: {n}" for i, n in rows])
+                          f"Первый блок (до пулинга): {SHOWN_CHANNELS} самых активных каналов; "
+                          "шкала общая для всех ядер",
+                          row_labels=[f"изобр. {i}: {n}" for i, n in rows])
     plot_filters({n: maps[n]["filters"] for n in names}, ctx.plots / f"{prefix}_first_layer_filters.png",
-                 "First-layer convolution kernels")
+                 "Ядра первой свёртки (красное > 0, синее < 0)")
     erf = torch.stack([torch.stack([maps[n]["erf_init"], maps[n]["erf"]]) for n in names], 1)
     boxes = [(*r["rf_centre"], r["receptive_field"]) for r in first]
     plot_heatmap_grid(erf, ctx.plots / f"{prefix}_effective_receptive_field.png",
-                      "Effective receptive field |∂ centre unit / ∂ input| (dashed: theoretical RF)",
-                      row_labels=["init", "trained"],
+                      "Эффективное рецептивное поле |∂ центр. нейрон / ∂ вход| (штрих — теоретическое)",
+                      row_labels=["инициализация", "после обучения"],
                       col_labels=[f"{r['model']} (RF {r['receptive_field']})" for r in first], boxes=boxes)
 
 
@@ -186,42 +204,54 @@ def depth_figures(ctx: Context, results: list[ModelResult]) -> None:
     first = [runs[0] for runs in by_model(results).values()]
     for r in first:
         plot_gradient_flow(r, ctx.plots / f"{prefix}_{r['model']}_gradient_flow.png")
-    plot_layer_norms([("at initialisation", {r["model"]: r["grad_norms_init"] for r in first}),
-                      ("last epoch (mean)", {r["model"]: r["history"][-1]["grad_norms"] for r in first})],
+    plot_layer_norms([("при инициализации", {r["model"]: r["grad_norms_init"] for r in first}),
+                      ("последняя эпоха (среднее)", {r["model"]: r["history"][-1]["grad_norms"] for r in first})],
                      ctx.plots / f"{prefix}_gradient_norms.png",
-                     "Per-layer gradient norms (weights of convs, projections and the classifier)")
-    for model, m in load_maps(ctx, results).items():
+                     "Нормы градиента по слоям (веса свёрток, проекций и классификатора; первый сид)")
+    maps = load_maps(ctx, results)
+    # One scale for every model: a network whose signal dies looks dim, not as bright as a healthy one.
+    vmax = max((float(v.max()) for m in maps.values() for k, v in m.items() if k.startswith("conv")), default=1.0)
+    for model, m in maps.items():
         layers = sorted((k for k in m if k.startswith("conv")), key=lambda k: int(k[4:]))
         plot_maps_with_inputs([ctx.test.images[0]] + [None] * (len(layers) - 1), [m[k] for k in layers],
                               ctx.plots / f"{prefix}_{model}_feature_maps.png",
-                              f"{model}: feature maps of one test image (most active channels)",
-                              row_labels=[f"after conv {k[4:]}" for k in layers])
+                              f"{model}: карты признаков одного тестового изображения "
+                              "(самые активные каналы; шкала общая для всех моделей)",
+                              row_labels=[f"после свёртки {k[4:]}" for k in layers], vmax=vmax)
 
 
 KERNEL_COLUMNS = (
     ("model", "ядро", "str"), ("notes", "каналы по стадиям", "str"), ("params", "параметры", "int"),
-    ("receptive_field", "теор. RF, px", "int"), ("erf90_init", "ERF90 при init, px", "int"),
+    ("mflops", "MFLOPs / изобр.", "f2"), ("receptive_field", "теор. RF, px", "int"), ("erf90_init", "ERF90 при init, px", "int"),
     ("erf90", "ERF90 после обучения, px", "int"), ("train_acc", "train acc, %", "pct"),
     ("test_acc", "test acc, %", "pct"), ("test_loss", "test loss", "f4"),
     ("train_time_s", "обучение, с", "s"), ("inference_time_s", "инференс test, с", "s"),
 )
 DEPTH_COLUMNS = (
     ("model", "модель", "str"), ("conv_layers", "conv-слоёв", "int"), ("notes", "BN / shortcuts", "str"),
-    ("params", "параметры", "int"), ("receptive_field", "теор. RF, px", "int"),
+    ("params", "параметры", "int"), ("mflops", "MFLOPs / изобр.", "f2"),
+    ("receptive_field", "теор. RF, px", "int"),
     ("train_acc", "train acc, %", "pct"), ("test_acc", "test acc, %", "pct"),
     ("test_loss", "test loss", "f4"), ("train_time_s", "обучение, с", "s"),
     ("grad_ratio_init", "‖g₁‖/‖g_L‖ при init", "g3"),
     ("grad_ratio_final", "‖g₁‖/‖g_L‖ в последней эпохе", "g3"),
+    ("grad_ratio_init_per_weight", "то же на вес, init", "g3"),
+    ("grad_ratio_final_per_weight", "то же на вес, посл. эпоха", "g3"),
 )
 
 # Defaults sized for a 2-core CPU (README). On another data set the folders get its name.
 EXPERIMENTS = {
     "2.1": Experiment("architecture_analysis/kernels", f"размер ядра при ~{KERNEL_BUDGET // 1000}k параметров",
                       "cifar10", kernel_models, epochs=3, lr=LR, columns=KERNEL_COLUMNS,
-                      per_model_figures=False, analyse=analyse_kernel_model, report=kernel_figures),
+                      per_model_figures=False, analyse=analyse_kernel_model, report=kernel_figures,
+                      contrasts=[("5x5", "3x3"), ("7x7", "3x3"), ("1x1+3x3", "3x3")]),
     "2.2": Experiment("architecture_analysis/depth", "глубина, BatchNorm и residual-связи", "cifar10",
                       depth_models, epochs=3, lr=LR, columns=DEPTH_COLUMNS, per_model_figures=False,
-                      analyse=analyse_depth_model, report=depth_figures),
+                      analyse=analyse_depth_model, report=depth_figures,
+                      contrasts=[("Plain-4", "Plain-2"), ("Plain-9", "Plain-4"), ("Residual-9", "Plain-9"),
+                                 ("Plain-9", "Plain-9-noBN"), ("Plain-9-noBN-He", "Plain-9-noBN"),
+                                 ("Residual-9-noBN", "Plain-9-noBN"), (f"Plain-{DEEP}", "Plain-9"),
+                                 (f"Residual-{DEEP}", f"Plain-{DEEP}")]),
 }
 
 

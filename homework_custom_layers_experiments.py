@@ -16,15 +16,15 @@ import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from models.cnn_models import BasicBlock, BottleneckBlock, ResNet, WideBlock, count_parameters
+from models.cnn_models import (BasicBlock, BottleneckBlock, ResNet, WideBlock, count_flops, count_parameters,
+                               widths_for_budget)
 from models.custom_layers import (CUSTOM_LAYERS, STANDARD_LAYERS, ChannelSpatialAttention, LayerCNN,
                                   MixedPool2d, Swish, WSConv2d, swish_bwd, swish_fwd)
 from utils.cli import add_dataset_argument, base_parser, is_reduced_run, locked_experiments, run_main, setup
@@ -42,17 +42,12 @@ LAYER_CNN_WIDTHS = (16, 32, 64)
 LAYER_CNN_EPOCHS = 2
 
 # 3.2: the same depth (one block per stage) and stage planes for every block type; the bottleneck
-# expands its output x4, the wide block widens its convolutions x WIDE_K.
+# expands its output x4, the wide block widens its convolutions x WIDE_K. Then basic and
+# bottleneck again, with the stage planes (ratios 1:2:4) that give them the wide net's parameters.
 BLOCK_LAYERS = (1, 1, 1)
 BLOCK_PLANES = (16, 32, 64)
 WIDE_K = 2
 BLOCK_EPOCHS = 2
-# Stability: seed repeats on a shorter budget (a training subset, fewer images per epoch), with
-# the gradient norm sampled often enough to see its course within an epoch.
-SEEDS = 3
-SEED_TRAIN, SEED_TEST, SEED_EPOCHS = 3000, 2000, 3
-SEED_QUICK_TRAIN, SEED_QUICK_TEST = 256, 128  # --quick: every step of the study, on tiny data
-SEED_GRAD_LOG_EVERY = 5
 
 BLOCK_COLUMNS = (
     ("model", "блок", "str"), ("params", "параметры", "int"), ("mflops", "MFLOPs / изобр.", "f2"),
@@ -180,8 +175,9 @@ def layer_figures(model: nn.Module, test: ImageSet, plots_dir: Path, device: tor
     grid = torch.stack([gray, *maps], 1)  # (images, 1 + stages, H, W)
     labels = [sample.classes[int(c)] for c in sample.labels[:n_images]]
     plot_image_grid(grid, plots_dir / "attention_spatial_maps.png",
-                    "Пространственное внимание a_s по стадиям (светлее = больший вес)",
-                    row_labels=labels, col_labels=["вход"] + [f"стадия {i + 1}" for i in range(len(maps))])
+                    "Пространственное внимание a_s по стадиям (общая шкала 0…1)",
+                    row_labels=labels, col_labels=["вход"] + [f"стадия {i + 1}" for i in range(len(maps))],
+                    shared=(0.0, 1.0, "вес внимания a_s"), own_scale_cols=(0,))
 
     # Channel attention of the last stage averaged per class: which channels each class uses.
     a_c = attentions[-1].last_channel.float().cpu()
@@ -205,9 +201,10 @@ def layer_figures(model: nn.Module, test: ImageSet, plots_dir: Path, device: tor
         up = lambda t: F.interpolate(t, size=inp.shape[-2:], mode="nearest")[0]  # noqa: E731
         panels = torch.stack([inp[0], up(mx), up(avg), up(mixed)], 1)
     plot_image_grid(panels, plots_dir / "pooled_outputs.png",
-                    "Выход MixedPool2d первой стадии (изображение 1)",
+                    "Выход MixedPool2d первой стадии (изображение 1; шкала общая)",
                     row_labels=[f"канал {c}, a={mix[c]:.2f}" for c in channels],
-                    col_labels=["вход", "max", "mean", "mixed (обученная a)"])
+                    col_labels=["вход", "max", "mean", "mixed (обученная a)"],
+                    shared=(float(panels.min()), float(panels.max()), "значение признака"))
 
     return {"swish_beta": [m.beta.item() for m in model.modules() if isinstance(m, Swish)],
             "pool_mix_mean": [float(p.mix.mean()) for p in pools],
@@ -218,11 +215,24 @@ def layer_figures(model: nn.Module, test: ImageSet, plots_dir: Path, device: tor
 
 
 def layer_cnn_models(data: ImageSet) -> list[ModelSpec]:
+    """The standard CNN, the all-custom one, and the standard one with one custom layer swapped
+    in at a time (so that each layer's effect on accuracy and time is attributed)."""
     c, n = data.shape[0], len(data.classes)
-    return [ModelSpec("CNN-standard", lambda: LayerCNN(STANDARD_LAYERS, c, n, widths=LAYER_CNN_WIDTHS),
-                      notes="Conv2d, ReLU, torchvision SqueezeExcitation, MaxPool2d"),
-            ModelSpec("CNN-custom", lambda: LayerCNN(CUSTOM_LAYERS, c, n, widths=LAYER_CNN_WIDTHS),
-                      notes="WSConv2d, Swish, ChannelSpatialAttention, MixedPool2d")]
+
+    def build(layers: dict) -> Callable[[], nn.Module]:
+        return lambda: LayerCNN(layers, c, n, widths=LAYER_CNN_WIDTHS)
+    specs = [ModelSpec("CNN-standard", build(STANDARD_LAYERS),
+                       notes="Conv2d, ReLU, torchvision SqueezeExcitation, MaxPool2d"),
+             ModelSpec("CNN-custom", build(CUSTOM_LAYERS),
+                       notes="WSConv2d, Swish, ChannelSpatialAttention, MixedPool2d")]
+    for role, name in SWAPS.items():
+        specs.append(ModelSpec(f"standard+{name}", build({**STANDARD_LAYERS, role: CUSTOM_LAYERS[role]}),
+                               notes=f"стандартная, {role}: {name}"))
+    return specs
+
+
+SWAPS = {"conv": "WSConv2d", "attention": "ChannelSpatialAttention", "activation": "Swish",
+         "pooling": "MixedPool2d"}
 
 
 def analyse_layer_cnn(ctx: Context, spec: ModelSpec, model: nn.Module, result: ModelResult) -> None:
@@ -239,28 +249,32 @@ def swish_figure(ctx: Context, results: list[ModelResult]) -> None:
 # ---------------------------------------------------------------------------------------------
 # 3.2 Residual blocks
 
+BLOCKS = (("BasicBlock", BasicBlock, "2 x 3x3"),
+          ("BottleneckBlock", BottleneckBlock, f"1x1-3x3-1x1, expansion {BottleneckBlock.expansion}"),
+          (f"WideBlock-k{WIDE_K}", WideBlock.widen(WIDE_K), f"2 x 3x3, widening k={WIDE_K}"))
+
+
 def block_models(data: ImageSet) -> list[ModelSpec]:
-    """Basic, bottleneck and wide ResNets of the same depth and stage planes."""
+    """Basic, bottleneck and wide ResNets of the same depth and stage planes; then basic and
+    bottleneck at the wide net's parameter count (planes in the same 1:2:4 ratios)."""
     c, n = data.shape[0], len(data.classes)
-    blocks = [("BasicBlock", BasicBlock, "2 x 3x3"),
-              ("BottleneckBlock", BottleneckBlock, f"1x1-3x3-1x1, expansion {BottleneckBlock.expansion}"),
-              (f"WideBlock-k{WIDE_K}", WideBlock.widen(WIDE_K), f"2 x 3x3, widening k={WIDE_K}")]
-    return [ModelSpec(name, lambda b=block: ResNet(b, BLOCK_LAYERS, BLOCK_PLANES, c, n),
-                      notes=f"{note}; layers {BLOCK_LAYERS}, planes {BLOCK_PLANES}")
-            for name, block, note in blocks]
+
+    def resnet(block: type, planes: Sequence[int]) -> Callable[[], nn.Module]:
+        return lambda: ResNet(block, BLOCK_LAYERS, planes, c, n)
+    specs = [ModelSpec(name, resnet(block, BLOCK_PLANES), notes=f"{note}; planes {BLOCK_PLANES}")
+             for name, block, note in BLOCKS]
+    with torch.device("meta"):
+        budget = count_parameters(resnet(BLOCKS[2][1], BLOCK_PLANES)())
+    for name, block, note in BLOCKS[:2]:
+        planes = widths_for_budget(lambda ws, block=block: ResNet(block, BLOCK_LAYERS, ws, c, n),
+                                   (1, 2, 4), budget)
+        specs.append(ModelSpec(f"{name}-matched", resnet(block, planes),
+                               notes=f"{note}; planes {planes}: параметров как у WideBlock ({budget})"))
+    return specs
 
 
-def forward_flops(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> int:
-    """FLOPs of one forward pass on one image (torch.utils.flop_counter; a multiply-add = 2)."""
-    model.eval()
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(torch.zeros(1, *shape, device=device))
-    return counter.get_total_flops()
-
-
-def count_flops(ctx: Context, spec: ModelSpec, model: nn.Module, result: ModelResult) -> None:
-    result["mflops"] = forward_flops(model, ctx.train.shape, ctx.device) / 1e6
+def flops(ctx: Context, spec: ModelSpec, model: nn.Module, result: ModelResult) -> None:
+    result["mflops"] = count_flops(model, ctx.train.shape) / 1e6
 
 
 def stability_rows(groups: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -297,18 +311,17 @@ STABILITY_COLUMNS = [
 
 
 def stability_report(ctx: Context, results: list[ModelResult]) -> None:
-    """3.2: per block, the spread over seeds and the statistics of the gradient norm."""
+    """3.2: training stability of each block from the full-length runs: the spread over seeds
+    and the statistics of the gradient norm."""
     groups = by_model(results)
     rows = stability_rows(groups)
     write_json_atomic(ctx.out / "stability.json", rows)
-    write_text_atomic(ctx.out.parent / "stability.md", reduced_mark(is_reduced(results))
+    write_text_atomic(ctx.out / "stability.md", reduced_mark(is_reduced(results))
                       + markdown_table(rows, STABILITY_COLUMNS) + "\n\n" + run_caption(results) + "\n")
-    plots = ctx.plots.parent
-    plot_seed_spread(groups, plots / "stability_loss_spread.png",
-                     f"Разброс по {SEEDS} сидам "
-                     f"(train {len(ctx.train)}, сокращённый бюджет)")
-    plot_grad_norm_traces(groups, plots / "stability_grad_norms.png",
-                          f"Норма градиента во время обучения, {SEEDS} сида на блок")
+    seeds = max(len(runs) for runs in groups.values())
+    plot_seed_spread(groups, ctx.plots / "stability_loss_spread.png", f"Разброс по {seeds} сидам")
+    plot_grad_norm_traces(groups, ctx.plots / "stability_grad_norms.png",
+                          f"Норма градиента во время обучения ({seeds} сид. на блок)")
 
 
 LAYER_EXPERIMENT = "custom_layers"
@@ -317,16 +330,16 @@ EXPERIMENTS = {
     "3.1": [Experiment(LAYER_EXPERIMENT, "своя и стандартная CNN", "cifar10", layer_cnn_models,
                        epochs=LAYER_CNN_EPOCHS, lr=LR,
                        columns=(*STANDARD_COLUMNS, ("train_images_per_s", "обучение, изобр./с", "int")),
-                       analyse=analyse_layer_cnn, report=swish_figure)],
+                       analyse=analyse_layer_cnn, report=swish_figure,
+                       contrasts=[("CNN-custom", "CNN-standard"),
+                                  *[(f"standard+{name}", "CNN-standard") for name in SWAPS.values()]])],
     "3.2": [Experiment(BLOCK_EXPERIMENT, "варианты residual-блоков", "cifar10", block_models,
-                       epochs=BLOCK_EPOCHS, lr=LR, columns=BLOCK_COLUMNS, analyse=count_flops),
-            # Stability: seed repeats on a shorter budget (a training subset), with the gradient
-            # norm sampled often enough to see its course within an epoch.
-            Experiment(f"{BLOCK_EXPERIMENT}/seeds", "варианты residual-блоков: повторы по сидам", "cifar10",
-                       block_models, epochs=SEED_EPOCHS, lr=LR, seeds=SEEDS,
-                       train={"grad_log_every": SEED_GRAD_LOG_EVERY, "train_eval_size": SEED_TEST},
-                       subset=(SEED_TRAIN, SEED_TEST), quick_subset=(SEED_QUICK_TRAIN, SEED_QUICK_TEST),
-                       per_model_figures=False, report=stability_report)],
+                       epochs=BLOCK_EPOCHS, lr=LR, columns=BLOCK_COLUMNS, analyse=flops,
+                       report=stability_report,
+                       contrasts=[("BottleneckBlock", "BasicBlock"), (f"WideBlock-k{WIDE_K}", "BasicBlock"),
+                                  (f"WideBlock-k{WIDE_K}", "BasicBlock-matched"),
+                                  (f"WideBlock-k{WIDE_K}", "BottleneckBlock-matched"),
+                                  ("BottleneckBlock-matched", "BasicBlock-matched")])],
 }
 
 

@@ -74,11 +74,13 @@ def main() -> None:
     if golden["cpu"] != now["cpu"]:
         print(f"warning: golden metrics from {golden['cpu']}, this is {now['cpu']}")
     diffs = [f"{k}: missing now" for k in golden["models"] if k not in now["models"]]
-    diffs += [f"{k}: new" for k in now["models"] if k not in golden["models"]]
+    new = [k for k in now["models"] if k not in golden["models"]]
+    if new:
+        print(f"{len(new)} models not in the golden file (added since): {', '.join(new)}")
     for k in sorted(set(golden["models"]) & set(now["models"])):
         if golden["models"][k] != now["models"][k]:
             diffs.append(f"{k}: {golden['models'][k]} != {now['models'][k]}")
-    print("\n".join(diffs) or f"identical: {len(now['models'])} models, every epoch's metrics")
+    print("\n".join(diffs) or f"identical: {len(golden['models'])} models, every epoch's metrics")
     sys.exit(1 if diffs else 0)
 
 

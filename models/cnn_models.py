@@ -17,6 +17,23 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """FLOPs of one forward pass on one image of ``input_shape`` (C, H, W), a multiply-add
+    counted as 2 (torch.utils.flop_counter). The model runs once in eval mode; its mode is kept."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops()
+
+
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     """3x3 convolution with padding; no bias because BatchNorm follows."""
     return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
@@ -67,22 +84,28 @@ class SimpleCNN(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut."""
+    """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut.
+
+    ``norm_layer`` builds the normalisation after each conv (BatchNorm; ``nn.Identity`` for a
+    block without normalisation, as in torchvision's ``norm_layer``).
+    """
 
     expansion = 1
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1,
-                 downsample: nn.Module | None = None) -> None:
+                 downsample: nn.Module | None = None,
+                 norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d) -> None:
         super().__init__()
         self.conv1 = conv3x3(inplanes, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
+        self.bn1 = norm_layer(planes)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.bn2 = norm_layer(planes)
         self.downsample = downsample
 
     def zero_init_residual(self) -> None:
-        nn.init.zeros_(self.bn2.weight)
+        if isinstance(self.bn2, nn.BatchNorm2d):
+            nn.init.zeros_(self.bn2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -341,12 +364,14 @@ class PlainCNN(nn.Module):
     A stem conv at full resolution, 2x2 max-pooling, ``stage_sizes(depth)`` convs of ``widths[0]``
     channels at 1/2 resolution, pooling, the rest at ``widths[1]`` channels and 1/4 resolution,
     then global pooling and a linear layer. Only the number of convs changes with ``depth``.
-    Weights keep PyTorch's default initialisation (no variance-preserving rescaling), as a naive
-    network would: with ``batchnorm=False`` this is where vanishing gradients show.
+    By default the weights keep PyTorch's initialisation (no variance-preserving rescaling), as a
+    naive network would: with ``batchnorm=False`` this is where vanishing gradients show.
+    ``init="kaiming"`` (He et al., 2015: std sqrt(2 / fan_in) for ReLU, zero biases) is the
+    control that separates the initialisation from depth and normalisation.
     """
 
     def __init__(self, depth: int = 9, widths: Sequence[int] = (16, 32), in_channels: int = 3,
-                 num_classes: int = 10, batchnorm: bool = True) -> None:
+                 num_classes: int = 10, batchnorm: bool = True, init: str = "default") -> None:
         super().__init__()
         n1, n2 = stage_sizes(depth)
         w1, w2 = widths
@@ -357,6 +382,7 @@ class PlainCNN(nn.Module):
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(w2, num_classes)
+        kaiming_init(self, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.pool(self.features(x)), 1))
@@ -373,27 +399,43 @@ class PlainCNN(nn.Module):
         return taps
 
 
+def kaiming_init(model: nn.Module, init: str) -> None:
+    """``init="kaiming"``: He-normal conv and linear weights (fan_in, ReLU) and zero biases;
+    ``"default"`` keeps PyTorch's own initialisation."""
+    if init not in ("default", "kaiming"):
+        raise ValueError(f"init must be 'default' or 'kaiming', got {init!r}")
+    if init == "kaiming":
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+
 class ResidualCNN(nn.Module):
     """PlainCNN's twin with shortcuts: the same convs, widths, pooling and initialisation, the
     convs after the stem grouped in pairs into BasicBlocks (a 1x1 projection where the width
-    changes). Each stage needs an even number of convs: depth 5, 9, 13, ...
+    changes). Each stage needs an even number of convs: depth 5, 9, 13, ... ``batchnorm=False``
+    drops every normalisation (the residual control of PlainCNN's ``batchnorm=False``).
     """
 
     def __init__(self, depth: int = 9, widths: Sequence[int] = (16, 32), in_channels: int = 3,
-                 num_classes: int = 10) -> None:
+                 num_classes: int = 10, batchnorm: bool = True, init: str = "default") -> None:
         super().__init__()
         n1, n2 = stage_sizes(depth)
         if n1 % 2 or n2 % 2:
             raise ValueError(f"ResidualCNN needs depth = 1 + 4k (pairs of convs per stage), got {depth}")
         w1, w2 = widths
-        projection = nn.Sequential(conv1x1(w1, w2), nn.BatchNorm2d(w2))
+        norm = nn.BatchNorm2d if batchnorm else (lambda c: nn.Identity())
+        projection = nn.Sequential(conv1x1(w1, w2), norm(w2))
         self.features = nn.Sequential(
-            conv_unit(in_channels, w1), nn.MaxPool2d(2),
-            *[BasicBlock(w1, w1) for _ in range(n1 // 2)], nn.MaxPool2d(2),
-            *[BasicBlock(w1, w2, downsample=projection) if i == 0 else BasicBlock(w2, w2)
-              for i in range(n2 // 2)])
+            conv_unit(in_channels, w1, 3, batchnorm), nn.MaxPool2d(2),
+            *[BasicBlock(w1, w1, norm_layer=norm) for _ in range(n1 // 2)], nn.MaxPool2d(2),
+            *[BasicBlock(w1, w2, downsample=projection, norm_layer=norm) if i == 0
+              else BasicBlock(w2, w2, norm_layer=norm) for i in range(n2 // 2)])
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(w2, num_classes)
+        kaiming_init(self, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.pool(self.features(x)), 1))

@@ -99,7 +99,15 @@ def test_depth_models():
     specs = {s.name: s.build() for s in depth_models(SimpleNamespace(shape=(3, 32, 32), classes=range(10)))}
     convs = {n: sum(isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) for m in net.modules())
              for n, net in specs.items()}
-    assert convs == {"Plain-2": 2, "Plain-4": 4, "Plain-9": 9, "Plain-9-noBN": 9, "Residual-9": 9}
+    assert convs == {"Plain-2": 2, "Plain-4": 4, "Plain-9": 9, "Plain-9-noBN": 9, "Residual-9": 9,
+                     "Plain-9-noBN-He": 9, "Residual-9-noBN": 9, "Plain-21": 21, "Residual-21": 21}
+    for name in ("Plain-9-noBN-He", "Residual-9-noBN"):
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in specs[name].modules())
+    # He init: conv weights with std sqrt(2 / fan_in); PyTorch's default is far smaller
+    conv = next(m for m in specs["Plain-9-noBN-He"].modules() if isinstance(m, nn.Conv2d) and m.in_channels == 16)
+    assert conv.weight.std().item() == pytest.approx((2 / (16 * 9)) ** 0.5, rel=0.1)
+    default = next(m for m in specs["Plain-9-noBN"].modules() if isinstance(m, nn.Conv2d) and m.in_channels == 16)
+    assert default.weight.std().item() < 0.7 * conv.weight.std().item()
     assert not any(isinstance(m, nn.BatchNorm2d) for m in specs["Plain-9-noBN"].modules())
     # the residual twin differs from Plain-9 only by its shortcuts (one 1x1 projection + BN)
     extra = count_parameters(specs["Residual-9"]) - count_parameters(specs["Plain-9"])
@@ -125,14 +133,18 @@ def test_task2_quick_end_to_end(tmp_path, data_dir):
                  "learning_curves"):
         assert (plots / "kernels" / f"cifar10_{name}.png").stat().st_size > 0
 
-    for m in ("Plain-2", "Plain-4", "Plain-9", "Plain-9-noBN", "Residual-9"):
+    for m in ("Plain-2", "Plain-4", "Plain-9", "Residual-9", "Plain-9-noBN", "Plain-9-noBN-He",
+              "Residual-9-noBN", "Plain-21", "Residual-21"):
         r = json.loads((results / "depth" / f"{m}_seed0.json").read_text())
         assert r["grad_ratio_init"] is None or r["grad_ratio_init"] > 0
+        assert (r["grad_ratio_init"] is None) == (r["grad_ratio_init_per_weight"] is None)
         assert len(r["grad_norms_init"]) == len(r["grad_layers"])
         assert (plots / "depth" / f"cifar10_{m}_feature_maps.png").is_file()
         assert (plots / "depth" / f"cifar10_{m}_gradient_flow.png").is_file()
     assert (plots / "depth" / "cifar10_gradient_norms.png").is_file()
     assert "‖g₁‖/‖g_L‖" in (results / "depth" / "table.md").read_text()
+    assert "Residual-21 − Plain-21" in (results / "depth" / "contrasts.md").read_text()
+    assert all(r["mflops"] > 0 for r in kernels) and "MFLOPs" in table
 
 
 def test_bad_dataset_is_a_cli_error(monkeypatch, capsys):

@@ -66,8 +66,9 @@ def plot_learning_curves(results: Sequence[dict[str, Any]], path: Path, title: s
                 ax.plot(epochs, mean, style, color=c, marker=".", label=f"{_label(name, runs)} ({part})")
                 if len(runs) > 1:
                     ax.fill_between(epochs, mean - std, mean + std, color=c, alpha=0.15)
-    axes[0].set(title="Loss", xlabel="эпоха", ylabel="cross-entropy", yscale="log")
-    axes[1].set(title="Accuracy", xlabel="эпоха", ylabel="accuracy, %")
+    axes[0].set(title="Функция потерь (сплошная — train, штрих — test)", xlabel="эпоха",
+                ylabel="кросс-энтропия", yscale="log")
+    axes[1].set(title="Точность", xlabel="эпоха", ylabel="точность, %")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
@@ -122,18 +123,36 @@ def plot_confusion_matrix(runs: Sequence[dict[str, Any]], path: Path) -> Path:
     return _save(fig, path)
 
 
+def _plot_log(ax: plt.Axes, x: np.ndarray, values: Sequence[float | None], **style: Any) -> bool:
+    """A line on a log axis whose exact zeros (and missing values) are drawn as ▼ markers at the
+    bottom of the axes instead of falling off it; returns whether there were any."""
+    v = np.array([np.nan if y is None else y for y in values], dtype=float)
+    positive = np.where(v > 0, v, np.nan)
+    line, = ax.plot(x, positive, **style)
+    zeros = ~(v > 0)
+    if zeros.any():
+        ax.plot(np.asarray(x)[zeros], np.zeros(zeros.sum()), "v", color=line.get_color(), ms=7, clip_on=False,
+                transform=ax.get_xaxis_transform())
+    return bool(zeros.any())
+
+
+ZERO_NOTE = "▼ у нижнего края: градиент ровно 0 (на логарифмической оси его нет)"
+
+
 def plot_gradient_flow(result: dict[str, Any], path: Path) -> Path:
     """Per-layer gradient L2 norm (log scale): at initialisation and averaged over each epoch."""
     layers = result["grad_layers"]
     fig, ax = plt.subplots(figsize=(max(7, 0.35 * len(layers) + 3), 4.8))
     x = np.arange(len(layers))
-    ax.plot(x, result["grad_norms_init"], "k--", marker=".", label="init")
+    ax.set_yscale("log")
+    zeros = _plot_log(ax, x, result["grad_norms_init"], ls="--", color="k", marker=".", label="инициализация")
     cmap = plt.get_cmap("viridis")
     history = result["history"]
     for i, h in enumerate(history):
-        ax.plot(x, h["grad_norms"], marker=".", color=cmap(i / max(1, len(history) - 1)),
-                label=f"эпоха {h['epoch']}")
-    ax.set_yscale("log")
+        zeros |= _plot_log(ax, x, h["grad_norms"], marker=".", color=cmap(i / max(1, len(history) - 1)),
+                           label=f"эпоха {h['epoch']} (среднее)")
+    if zeros:
+        ax.text(0.01, 0.02, ZERO_NOTE, transform=ax.transAxes, fontsize=7, va="bottom")
     ax.set_xticks(x, [n.removesuffix(".weight") for n in layers], rotation=70, fontsize=7)
     ax.set(title=f"{result['model']} (сид {result.get('seed', 0)}): нормы градиентов по слоям",
            xlabel="слой (вход → выход)", ylabel="‖∂L/∂W‖₂")
@@ -170,8 +189,11 @@ def plot_metric_bars(results: Sequence[dict[str, Any]], path: Path, title: str,
 
 def plot_image_grid(images: torch.Tensor | np.ndarray, path: Path, title: str,
                     row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
-                    cmap: str = "viridis", symmetric: bool = False) -> Path:
-    """A grid of 2-D maps, ``images`` shaped (rows, cols, H, W), each panel scaled on its own."""
+                    cmap: str = "viridis", symmetric: bool = False,
+                    shared: tuple[float, float, str] | None = None, own_scale_cols: Sequence[int] = ()) -> Path:
+    """A grid of 2-D maps, ``images`` shaped (rows, cols, H, W). With ``shared`` = (vmin, vmax,
+    label) every panel but the columns in ``own_scale_cols`` (e.g. the input image) uses that
+    scale, with a colourbar; otherwise each panel is scaled on its own."""
     images = torch.as_tensor(images).detach().float().cpu().numpy()
     rows, cols = images.shape[:2]
     fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 1, 1.3 * rows + 0.6), squeeze=False)
@@ -179,11 +201,13 @@ def plot_image_grid(images: torch.Tensor | np.ndarray, path: Path, title: str,
         for j in range(cols):
             ax = axes[i, j]
             img = images[i, j]
-            if symmetric:
+            if shared is not None and j not in own_scale_cols:
+                im = ax.imshow(img, cmap=cmap, vmin=shared[0], vmax=shared[1])
+            elif symmetric:
                 v = np.abs(img).max() or 1.0
                 ax.imshow(img, cmap=cmap, vmin=-v, vmax=v)
             else:
-                ax.imshow(img, cmap=cmap)
+                ax.imshow(img, cmap="gray" if j in own_scale_cols else cmap)
             ax.set_xticks([])
             ax.set_yticks([])
             if j == 0 and row_labels is not None:
@@ -191,6 +215,13 @@ def plot_image_grid(images: torch.Tensor | np.ndarray, path: Path, title: str,
             if i == 0 and col_labels is not None:
                 ax.set_title(col_labels[j], fontsize=8)
     fig.suptitle(title)
+    if shared is not None:
+        fig.colorbar(im, ax=axes, shrink=0.8, label=shared[2])
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=DPI)  # tight_layout does not handle a colorbar shared by a grid
+        plt.close(fig)
+        return path
     return _save(fig, path)
 
 
@@ -239,7 +270,7 @@ def plot_matrix(matrix: np.ndarray, path: Path, title: str, xlabel: str, ylabel:
 
 
 def plot_seed_spread(groups: dict[str, Sequence[dict[str, Any]]], path: Path, title: str,
-                     keys: Sequence[tuple[str, str]] = (("running_loss", "train loss (running)"),
+                     keys: Sequence[tuple[str, str]] = (("running_loss", "train loss (бегущий)"),
                                                         ("test_loss", "test loss"),
                                                         ("test_acc", "test accuracy"))) -> Path:
     """Per group (e.g. a block type) the curves of every seed (thin) and their mean ± std (band)."""
@@ -248,16 +279,19 @@ def plot_seed_spread(groups: dict[str, Sequence[dict[str, Any]]], path: Path, ti
     for (name, runs), c in zip(groups.items(), colors):
         for ax, (key, label) in zip(axes[0], keys):
             n = min(len(r["history"]) for r in runs)
-            curves = np.array([[h[key] for h in r["history"][:n]] for r in runs])
+            curves = np.array([[np.nan if h.get(key) is None else h[key] for h in r["history"][:n]]
+                               for r in runs], dtype=float)
             epochs = np.arange(1, n + 1)
             for curve in curves:
                 ax.plot(epochs, curve, color=c, lw=0.7, alpha=0.5)
-            mean, std = curves.mean(0), curves.std(0)
-            ax.plot(epochs, mean, color=c, lw=2, marker="o", label=f"{name} ({len(runs)} seeds)")
+            mean = np.nanmean(curves, 0)
+            std = np.nanstd(curves, 0, ddof=1) if len(runs) > 1 else np.zeros(n)
+            ax.plot(epochs, mean, color=c, lw=2, marker="o", label=_label(name, runs))
             ax.fill_between(epochs, mean - std, mean + std, color=c, alpha=0.2)
-            ax.set(title=label, xlabel="epoch")
+            ax.set(title=label, xlabel="эпоха")
     for ax in axes[0]:
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes[0][0].legend(fontsize=8)
     fig.suptitle(title)
     return _save(fig, path)
@@ -272,7 +306,7 @@ def plot_grad_norm_traces(groups: dict[str, Sequence[dict[str, Any]]], path: Pat
             trace = [g for h in r["history"] for g in h["grad_total_norm"]]
             ax.plot(trace, color=c, lw=1, alpha=0.8, label=name if i == 0 else None)
     ax.set_yscale("log")
-    ax.set(title=title, xlabel="gradient sample (every grad_log_every steps)", ylabel="‖∇L‖₂ (all layers)")
+    ax.set(title=title, xlabel="замер (каждые grad_log_every шагов)", ylabel="‖∇L‖₂ (все слои)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -280,14 +314,18 @@ def plot_grad_norm_traces(groups: dict[str, Sequence[dict[str, Any]]], path: Pat
 
 # --- Task 2: activations, filters, receptive fields, per-layer gradient norms -----------------
 
-def _to_rgb(tile: torch.Tensor | np.ndarray, cmap: str, symmetric: bool = False) -> np.ndarray:
+def _to_rgb(tile: torch.Tensor | np.ndarray, cmap: str, symmetric: bool = False,
+            vmax: float | None = None) -> np.ndarray:
     """A (C, H, W) image (RGB when C == 3) or an (H, W) map through ``cmap``, scaled to its own
-    range (around zero when ``symmetric``), as (H, W, 3) floats in 0..1."""
+    range (around zero when ``symmetric``), or to 0..``vmax`` when given (a scale shared by the
+    maps being compared), as (H, W, 3) floats in 0..1."""
     t = torch.as_tensor(tile).detach().float().cpu().numpy()
     if t.ndim == 3 and t.shape[0] == 3:
         return ((t - t.min()) / max(t.max() - t.min(), 1e-12)).transpose(1, 2, 0)
     t = t[0] if t.ndim == 3 else t
-    if symmetric:
+    if vmax is not None:
+        t = np.clip(t / max(vmax, 1e-12), 0, 1)
+    elif symmetric:
         v = max(np.abs(t).max(), 1e-12)
         t = (t + v) / (2 * v)
     else:
@@ -296,7 +334,8 @@ def _to_rgb(tile: torch.Tensor | np.ndarray, cmap: str, symmetric: bool = False)
 
 
 def _mosaic(rows: Sequence[Sequence[np.ndarray | None]], path: Path, title: str,
-            row_labels: Sequence[str] | None, cell_inches: float = 0.9) -> Path:
+            row_labels: Sequence[str] | None, cell_inches: float = 0.9,
+            colorbar: tuple[str, float, str] | None = None) -> Path:
     """RGB tiles laid out in rows on one canvas and drawn as a single image: far faster than one
     axes per tile. Tiles are resized (nearest) to a common side; None leaves a blank cell."""
     sizes = [t.shape[0] for row in rows for t in row if t is not None]
@@ -320,17 +359,24 @@ def _mosaic(rows: Sequence[Sequence[np.ndarray | None]], path: Path, title: str,
     for spine in ax.spines.values():
         spine.set_visible(False)
     ax.set_title(title, fontsize=10)
+    if colorbar is not None:  # (cmap, vmax, label): the scale every map of the figure shares
+        cmap, vmax, label = colorbar
+        mappable = plt.cm.ScalarMappable(matplotlib.colors.Normalize(0, vmax), plt.get_cmap(cmap))
+        fig.colorbar(mappable, ax=ax, shrink=0.8, label=label, pad=0.01)
     return _save(fig, path)
 
 
 def plot_maps_with_inputs(inputs: Sequence[torch.Tensor | None], maps: Sequence[torch.Tensor],
                           path: Path, title: str, row_labels: Sequence[str] | None = None,
-                          cmap: str = "viridis") -> Path:
-    """Rows of feature maps, each row after its input image: ``inputs[i]`` (C, H, W) or None,
-    ``maps[i]`` (K, h, w). Every map is scaled to its own range."""
-    rows = [[None if image is None else _to_rgb(image, "image")] + [_to_rgb(m, cmap) for m in row]
+                          cmap: str = "viridis", vmax: float | None = None) -> Path:
+    """Rows of feature maps (after ReLU, so >= 0), each row after its input image: ``inputs[i]``
+    (C, H, W) or None, ``maps[i]`` (K, h, w). All maps share one scale 0..``vmax`` (default:
+    the largest value drawn), shown by a colourbar, so that weak activations look weak."""
+    if vmax is None:
+        vmax = max(float(torch.as_tensor(m).max()) for m in maps)
+    rows = [[None if image is None else _to_rgb(image, "image")] + [_to_rgb(m, cmap, vmax=vmax) for m in row]
             for image, row in zip(inputs, maps)]
-    return _mosaic(rows, path, title, row_labels)
+    return _mosaic(rows, path, title, row_labels, colorbar=(cmap, vmax, "активация"))
 
 
 def plot_filters(weights: dict[str, torch.Tensor], path: Path, title: str, max_filters: int = 16) -> Path:
@@ -380,16 +426,21 @@ def plot_heatmap_grid(maps: torch.Tensor | np.ndarray, path: Path, title: str,
 def plot_layer_norms(panels: Sequence[tuple[str, dict[str, Sequence[float]]]], path: Path, title: str,
                      ylabel: str = "‖∂L/∂W‖₂") -> Path:
     """Per-layer values (log scale) against the layer's relative depth, one line per model, one
-    panel per moment (e.g. at initialisation and in the last epoch)."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.3), squeeze=False)
+    panel per moment (e.g. at initialisation and in the last epoch); the panels share one y-range
+    and exact zeros are marked at the bottom."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.6), squeeze=False, sharey=True)
+    colors = sns.color_palette("tab10", max(len(s) for _, s in panels))
     for ax, (name, series) in zip(axes[0], panels):
-        for label, values in series.items():
-            x = np.linspace(0, 1, len(values)) if len(values) > 1 else np.zeros(1)
-            ax.plot(x, values, marker=".", label=label)
         ax.set_yscale("log")
-        ax.set(title=name, xlabel="relative depth of the layer (0 = input side, 1 = classifier)",
-               ylabel=ylabel)
+        zeros = False
+        for (label, values), c in zip(series.items(), colors):
+            x = np.linspace(0, 1, len(values)) if len(values) > 1 else np.zeros(1)
+            zeros |= _plot_log(ax, x, values, marker=".", color=c, label=label)
+        ax.set(title=name, xlabel="относительная глубина слоя (0 — вход, 1 — классификатор)")
+        if zeros:
+            ax.text(0.01, 0.02, ZERO_NOTE, transform=ax.transAxes, fontsize=7, va="bottom")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.suptitle(title)
     return _save(fig, path)
