@@ -210,7 +210,8 @@ def depth_figures(ctx: Context, results: list[ModelResult]) -> None:
                      "Нормы градиента по слоям (веса свёрток, проекций и классификатора; первый сид)")
     maps = load_maps(ctx, results)
     # One scale for every model: a network whose signal dies looks dim, not as bright as a healthy one.
-    vmax = max((float(v.max()) for m in maps.values() for k, v in m.items() if k.startswith("conv")), default=1.0)
+    values = [v.flatten() for m in maps.values() for k, v in m.items() if k.startswith("conv")]
+    vmax = float(torch.quantile(torch.cat(values).float(), 0.995)) if values else 1.0  # robust to a few peaks
     for model, m in maps.items():
         layers = sorted((k for k in m if k.startswith("conv")), key=lambda k: int(k[4:]))
         plot_maps_with_inputs([ctx.test.images[0]] + [None] * (len(layers) - 1), [m[k] for k in layers],

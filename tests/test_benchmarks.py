@@ -91,3 +91,17 @@ def test_benchmark_models_are_task_1s():
                     if s.name == MODELS[dataset].name)
         assert repr(spec.build()) == repr(MODELS[dataset].build())
         assert spec.overrides == MODELS[dataset].overrides and EXPERIMENTS[part].lr == LR
+
+
+def test_summary_reads_what_bench_scripts_prints(tmp_path, capsys):
+    from benchmarks.bench_scripts import print_table
+    from benchmarks.summary import script_table
+    row = {"wall": 2.0, "train": 1.0, "other": 1.0, "full_train": 10.0, "peak_rss_mb": 1234.0, "models": 3,
+           "how": "test"}
+    print_table({f"{s}.py": {**row, "projected": p} for s, p in
+                 (("homework_cnn_vs_fc_comparison", 11.0), ("homework_cnn_architecture_analysis", 12.5),
+                  ("homework_custom_layers_experiments", 13.0))})
+    (tmp_path / "t.txt").write_text(capsys.readouterr().out)
+    rows = script_table(tmp_path / "t.txt")
+    assert rows["homework_cnn_architecture_analysis"] == {"projected": 12.5, "peak": 1234.0}
+    assert rows["total"]["projected"] == 36.5

@@ -362,7 +362,8 @@ def write_contrasts(experiment_dir: Path, results: Sequence[ModelResult],
         c = compare(groups[a], groups[b], key)
         rows.append({"contrast": f"{a} − {b}", "diff": c["diff"], "ci": "–" if c["diff"] is None else
                      f"[{100 * c['low']:+.2f}; {100 * c['high']:+.2f}]", "test": c["test"], "n": c["n"],
-                     "verdict": "различие реально" if c["real"] else "в пределах шума"})
+                     "verdict": "нужно ≥ 2 сидов" if c["diff"] is None
+                     else "различие реально" if c["real"] else "в пределах шума"})
     columns = [("contrast", "сравнение", "str"), ("diff", f"разница {key}, п.п.", "pct"),
                ("ci", "95 % ДИ, п.п.", "str"), ("test", "t-интервал", "str"), ("n", "сидов", "int"),
                ("verdict", "вывод", "str")]
