@@ -67,9 +67,11 @@ def write_per_class_table(ctx: Context, results: list[ModelResult]) -> None:
 
 EXPERIMENTS = {
     "1.1": Experiment("mnist_comparison", "MNIST: полносвязная сеть против CNN", "mnist",
-                      mnist_models, epochs=4, lr=LR),
+                      mnist_models, epochs=4, lr=LR,
+                      contrasts=[("SimpleCNN", "FullyConnected"), ("ResidualCNN", "SimpleCNN")]),
     "1.2": Experiment("cifar_comparison", "CIFAR-10: полносвязная сеть против residual CNN", "cifar10",
-                      cifar_models, epochs=5, lr=LR, report=write_per_class_table),
+                      cifar_models, epochs=5, lr=LR, report=write_per_class_table,
+                      contrasts=[("ResidualCNN", "DeepFullyConnected"), ("ResidualCNN+reg", "ResidualCNN")]),
 }
 
 
