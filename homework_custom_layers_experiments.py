@@ -1,11 +1,12 @@
 """Task 3: custom layers with hand-written backward passes (3.1) and residual block variants (3.2).
 
 3.1 times every layer of ``models.custom_layers.CUSTOM_LAYERS`` against its standard counterpart,
-trains the same small CNN with the custom and with the standard layers (CIFAR-10 unless
-``--dataset`` says otherwise, for both parts), and draws
-Swish vs ReLU, the attention maps and the pooled outputs. 3.2 compares ResNets of basic,
-bottleneck and wide blocks (same depth and stage layout): accuracy, parameters, FLOPs, time; then
-repeats each with several seeds on a shorter budget to measure training stability.
+then trains the same small CNN with the standard layers, with all the custom ones, and with one
+custom layer swapped in at a time, and draws Swish vs ReLU, the attention maps and the pooled
+outputs. 3.2 compares ResNets of basic, bottleneck and wide blocks at equal stage widths and at
+the wide net's parameter count: accuracy, parameters, FLOPs, time, and training stability (the
+spread over seeds and the gradient-norm statistics of the same runs; run with ``--seeds 3``).
+Both parts use CIFAR-10 unless ``--dataset`` says otherwise.
 
     python homework_custom_layers_experiments.py --data-dir ../shared/data
 """
