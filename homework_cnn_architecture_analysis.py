@@ -225,7 +225,8 @@ KERNEL_COLUMNS = (
     ("model", "ядро", "str"), ("notes", "каналы по стадиям", "str"), ("params", "параметры", "int"),
     ("mflops", "MFLOPs / изобр.", "f2"), ("receptive_field", "теор. RF, px", "int"), ("erf90_init", "ERF90 при init, px", "int"),
     ("erf90", "ERF90 после обучения, px", "int"), ("train_acc", "train acc, %", "pct"),
-    ("test_acc", "test acc, %", "pct"), ("test_loss", "test loss", "f4"),
+    ("test_acc", "test acc, %", "pct"),
+    ("gap", "train − test, п.п.", "pct"), ("test_loss", "test loss", "f4"),
     ("train_time_s", "обучение, с", "s"), ("inference_time_s", "инференс test, с", "s"),
 )
 DEPTH_COLUMNS = (
@@ -233,6 +234,7 @@ DEPTH_COLUMNS = (
     ("params", "параметры", "int"), ("mflops", "MFLOPs / изобр.", "f2"),
     ("receptive_field", "теор. RF, px", "int"),
     ("train_acc", "train acc, %", "pct"), ("test_acc", "test acc, %", "pct"),
+    ("gap", "train − test, п.п.", "pct"),
     ("test_loss", "test loss", "f4"), ("train_time_s", "обучение, с", "s"),
     ("grad_ratio_init", "‖g₁‖/‖g_L‖ при init", "g3"),
     ("grad_ratio_final", "‖g₁‖/‖g_L‖ в последней эпохе", "g3"),

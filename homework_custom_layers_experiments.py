@@ -53,6 +53,7 @@ BLOCK_EPOCHS = 2
 BLOCK_COLUMNS = (
     ("model", "блок", "str"), ("params", "параметры", "int"), ("mflops", "MFLOPs / изобр.", "f2"),
     ("epochs", "эпохи", "int"), ("train_acc", "train acc, %", "pct"), ("test_acc", "test acc, %", "pct"),
+    ("gap", "train − test, п.п.", "pct"),
     ("test_loss", "test loss", "f4"), ("train_time_s", "обучение, с", "s"),
     ("train_images_per_s", "обучение, изобр./с", "int"), ("inference_time_s", "инференс test, с", "s"),
 )

@@ -46,6 +46,7 @@ class ModelResult(TypedDict, total=False):
     train_acc: float | None
     test_loss: float | None
     test_acc: float | None
+    gap: float                    # train_acc - test_acc (absent when a model diverged)
     train_time_s: float           # optimisation steps only
     inference_time_s: float
     train_images_per_s: float
@@ -190,7 +191,7 @@ def load_results(folder: Path) -> list[dict[str, Any]]:
 
 
 SUMMARY_COLUMNS = ("model", "seed", "params", "epochs", "train_loss", "train_acc", "test_loss",
-                   "test_acc", "train_time_s", "inference_time_s", "train_images_per_s", "diverged")
+                   "test_acc", "gap", "train_time_s", "inference_time_s", "train_images_per_s", "diverged")
 
 
 def write_summary(experiment_dir: Path, results: Sequence[ModelResult],
@@ -416,6 +417,7 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, 
 STANDARD_COLUMNS = (
     ("model", "модель", "str"), ("params", "параметры", "int"), ("epochs", "эпохи", "int"),
     ("train_acc", "train acc, %", "pct"), ("test_acc", "test acc, %", "pct"),
+    ("gap", "train − test, п.п.", "pct"),
     ("train_loss", "train loss", "f4"), ("test_loss", "test loss", "f4"),
     ("train_time_s", "обучение, с", "s"), ("inference_time_s", "инференс test, с", "s"),
 )

@@ -148,6 +148,8 @@ def train_models(ctx: Context, specs: Sequence[ModelSpec], seeds: Sequence[int],
         result["confusion_matrix"] = confusion_matrix(ctx.test.labels, preds, len(ctx.test.classes))
         result["classes"] = list(ctx.test.classes)
         result["config"] = config
+        if result.get("train_acc") is not None and result.get("test_acc") is not None:
+            result["gap"] = result["train_acc"] - result["test_acc"]  # overfitting, on clean train images
         if ctx.experiment.analyse is not None:
             ctx.experiment.analyse(ctx, spec, model, result)
         result = strict_json(result)  # what is kept in memory is what the file says
