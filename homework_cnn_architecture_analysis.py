@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +21,11 @@ import torch
 from torch import nn
 
 from models.cnn_models import KernelCNN, PlainCNN, ResidualCNN, count_flops, widths_for_budget
-from utils.cli import add_dataset_argument, base_parser, locked_experiments, run_main, setup
+from utils.cli import add_dataset_argument, base_parser, run_main, setup
 from utils.data import ImageSet
 from utils.receptive_field import effective_receptive_field, erf_extent, receptive_field_info
 from utils.results import ModelResult, by_model, write_npz_atomic
-from utils.runner import Context, Experiment, ModelSpec, run_experiment
+from utils.runner import Context, Experiment, ModelSpec, for_dataset, run_experiments
 from utils.training_utils import set_seed
 from utils.visualization_utils import (plot_filters, plot_gradient_flow, plot_heatmap_grid,
                                        plot_layer_norms, plot_maps_with_inputs)
@@ -263,12 +262,8 @@ def main() -> argparse.Namespace:
     add_dataset_argument(parser, "cifar10", "data set of both parts")
     args = parser.parse_args()
     device = setup(args)
-    experiments = [replace(e, dataset=args.dataset, title=f"{args.dataset}: {e.title}",
-                           name=e.name if args.dataset == "cifar10" else f"{e.name}_{args.dataset}")
-                   for p, e in EXPERIMENTS.items() if args.part in (p, "all")]
-    with locked_experiments(args, [e.name for e in experiments]):
-        for experiment in experiments:
-            run_experiment(experiment, args, device)
+    run_experiments([for_dataset(e, args.dataset) for p, e in EXPERIMENTS.items() if args.part in (p, "all")],
+                    args, device)
     return args
 
 

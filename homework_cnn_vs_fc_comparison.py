@@ -9,14 +9,13 @@ CNN of 1.2 is the same architecture as the plain one; only its training adds reg
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from typing import Any
 
 from models.cnn_models import CNNWithResidual, FullyConnected, SimpleCNN
-from utils.cli import add_dataset_argument, base_parser, locked_experiments, run_main, setup
+from utils.cli import add_dataset_argument, base_parser, run_main, setup
 from utils.data import ImageSet
 from utils.results import ModelResult, by_model, is_reduced, markdown_table, reduced_mark, write_text_atomic
-from utils.runner import Context, Experiment, ModelSpec, run_experiment
+from utils.runner import Context, Experiment, ModelSpec, for_dataset, run_experiments
 
 LR = 0.1  # peak of the one-cycle schedule, SGD + Nesterov, batch 128
 
@@ -66,10 +65,10 @@ def write_per_class_table(ctx: Context, results: list[ModelResult]) -> None:
 
 
 EXPERIMENTS = {
-    "1.1": Experiment("mnist_comparison", "MNIST: полносвязная сеть против CNN", "mnist",
+    "1.1": Experiment("mnist_comparison", "полносвязная сеть против CNN", "mnist",
                       mnist_models, epochs=4, lr=LR,
                       contrasts=[("SimpleCNN", "FullyConnected"), ("ResidualCNN", "SimpleCNN")]),
-    "1.2": Experiment("cifar_comparison", "CIFAR-10: полносвязная сеть против residual CNN", "cifar10",
+    "1.2": Experiment("cifar_comparison", "полносвязная сеть против residual CNN", "cifar10",
                       cifar_models, epochs=5, lr=LR, report=write_per_class_table,
                       contrasts=[("ResidualCNN", "DeepFullyConnected"), ("ResidualCNN+reg", "ResidualCNN")]),
 }
@@ -81,13 +80,8 @@ def main() -> argparse.Namespace:
                                        "assignment's (MNIST for 1.1, CIFAR-10 for 1.2)")
     args = parser.parse_args()
     device = setup(args)
-    experiments = [e for p, e in EXPERIMENTS.items() if args.part in (p, "all")]
-    if args.dataset:
-        experiments = [replace(e, name=f"{e.name}_{args.dataset}", dataset=args.dataset,
-                               title=f"{args.dataset}: {e.title.split(': ', 1)[1]}") for e in experiments]
-    with locked_experiments(args, [e.name for e in experiments]):
-        for experiment in experiments:
-            run_experiment(experiment, args, device)
+    run_experiments([for_dataset(e, args.dataset) for p, e in EXPERIMENTS.items() if args.part in (p, "all")],
+                    args, device)
     return args
 
 

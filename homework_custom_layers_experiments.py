@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -28,11 +27,11 @@ from models.cnn_models import (BasicBlock, BottleneckBlock, ResNet, WideBlock, c
                                widths_for_budget)
 from models.custom_layers import (CUSTOM_LAYERS, STANDARD_LAYERS, ChannelSpatialAttention, LayerCNN,
                                   MixedPool2d, Swish, WSConv2d, swish_bwd, swish_fwd)
-from utils.cli import add_dataset_argument, base_parser, is_reduced_run, locked_experiments, run_main, setup
+from utils.cli import add_dataset_argument, base_parser, is_reduced_run, run_main, setup
 from utils.data import ImageSet
 from utils.results import (STANDARD_COLUMNS, ModelResult, by_model, check_replicates, is_reduced, markdown_table, reduced_mark,
                            run_caption, write_json_atomic, write_text_atomic)
-from utils.runner import Context, Experiment, ModelSpec, run_experiment
+from utils.runner import Context, Experiment, ModelSpec, for_dataset, run_experiments
 from utils.visualization_utils import (plot_function_panels, plot_grad_norm_traces, plot_image_grid,
                                        plot_matrix, plot_seed_spread)
 
@@ -329,19 +328,19 @@ def stability_report(ctx: Context, results: list[ModelResult]) -> None:
 LAYER_EXPERIMENT = "custom_layers"
 BLOCK_EXPERIMENT = "residual_blocks"
 EXPERIMENTS = {
-    "3.1": [Experiment(LAYER_EXPERIMENT, "своя и стандартная CNN", "cifar10", layer_cnn_models,
-                       epochs=LAYER_CNN_EPOCHS, lr=LR,
-                       columns=(*STANDARD_COLUMNS, ("train_images_per_s", "обучение, изобр./с", "int")),
-                       analyse=analyse_layer_cnn, report=swish_figure,
-                       contrasts=[("CNN-custom", "CNN-standard"),
-                                  *[(f"standard+{name}", "CNN-standard") for name in SWAPS.values()]])],
-    "3.2": [Experiment(BLOCK_EXPERIMENT, "варианты residual-блоков", "cifar10", block_models,
-                       epochs=BLOCK_EPOCHS, lr=LR, columns=BLOCK_COLUMNS, analyse=flops,
-                       report=stability_report,
-                       contrasts=[("BottleneckBlock", "BasicBlock"), (f"WideBlock-k{WIDE_K}", "BasicBlock"),
-                                  (f"WideBlock-k{WIDE_K}", "BasicBlock-matched"),
-                                  (f"WideBlock-k{WIDE_K}", "BottleneckBlock-matched"),
-                                  ("BottleneckBlock-matched", "BasicBlock-matched")])],
+    "3.1": Experiment(LAYER_EXPERIMENT, "своя и стандартная CNN", "cifar10", layer_cnn_models,
+                      epochs=LAYER_CNN_EPOCHS, lr=LR,
+                      columns=(*STANDARD_COLUMNS, ("train_images_per_s", "обучение, изобр./с", "int")),
+                      analyse=analyse_layer_cnn, report=swish_figure,
+                      contrasts=[("CNN-custom", "CNN-standard"),
+                                 *[(f"standard+{name}", "CNN-standard") for name in SWAPS.values()]]),
+    "3.2": Experiment(BLOCK_EXPERIMENT, "варианты residual-блоков", "cifar10", block_models,
+                      epochs=BLOCK_EPOCHS, lr=LR, columns=BLOCK_COLUMNS, analyse=flops,
+                      report=stability_report,
+                      contrasts=[("BottleneckBlock", "BasicBlock"), (f"WideBlock-k{WIDE_K}", "BasicBlock"),
+                                 (f"WideBlock-k{WIDE_K}", "BasicBlock-matched"),
+                                 (f"WideBlock-k{WIDE_K}", "BottleneckBlock-matched"),
+                                 ("BottleneckBlock-matched", "BasicBlock-matched")]),
 }
 
 
@@ -350,17 +349,10 @@ def main() -> argparse.Namespace:
     add_dataset_argument(parser, "cifar10", "data set of both parts")
     args = parser.parse_args()
     device = setup(args)
-    parts = [p for p in EXPERIMENTS if args.part in (p, "all")]
-    suffix = "" if args.dataset == "cifar10" else f"_{args.dataset}"
-    experiments = {p: [replace(e, dataset=args.dataset, name=e.name.replace("/", suffix + "/", 1)
-                               if "/" in e.name else e.name + suffix, title=f"{args.dataset}: {e.title}")
-                       for e in EXPERIMENTS[p]] for p in parts}
-    with locked_experiments(args, [experiments[p][0].name for p in parts]):
-        if "3.1" in parts:
-            benchmark_layers(args, device, experiments["3.1"][0].name)
-        for p in parts:
-            for experiment in experiments[p]:
-                run_experiment(experiment, args, device)
+    experiments = [for_dataset(e, args.dataset) for p, e in EXPERIMENTS.items() if args.part in (p, "all")]
+    layers = for_dataset(EXPERIMENTS["3.1"], args.dataset).name  # the layer benchmark writes there too
+    run_experiments(experiments, args, device,
+                    before=(lambda: benchmark_layers(args, device, layers)) if args.part in ("3.1", "all") else None)
     return args  # run_main records the run's wall time and peak memory
 
 

@@ -173,6 +173,7 @@ class Dataset:
     """Everything the code knows about one data set."""
 
     name: str                                  # as on the command line
+    title: str                                 # as in figures and tables
     folder: str                                # under the data folder, in torchvision's layout
     files: dict[str, tuple[str, ...]]          # per split; an IDX file may also be <name>.gz
     reader: Callable[[list[Path]], tuple[np.ndarray, np.ndarray]]
@@ -205,12 +206,12 @@ IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
 DATASETS = {d.name: d for d in (
-    Dataset("mnist", "MNIST/raw", IDX_FILES, read_idx_pair, tuple(str(d) for d in range(10)),
+    Dataset("mnist", "MNIST", "MNIST/raw", IDX_FILES, read_idx_pair, tuple(str(d) for d in range(10)),
             (0.1307,), (0.3081,), (1, 28, 28), 2, "MNIST"),
-    Dataset("fashion_mnist", "FashionMNIST/raw", IDX_FILES, read_idx_pair,
+    Dataset("fashion_mnist", "Fashion-MNIST", "FashionMNIST/raw", IDX_FILES, read_idx_pair,
             ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
              "Bag", "Ankle boot"), (0.2860,), (0.3530,), (1, 28, 28), 2, "FashionMNIST"),
-    Dataset("cifar10", "cifar-10-batches-py",
+    Dataset("cifar10", "CIFAR-10", "cifar-10-batches-py",
             {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)},
             read_cifar_batches, ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                                  "ship", "truck"),

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from models.cnn_models import count_parameters
-from utils.cli import load_splits, make_config, seed_list
-from utils.data import ImageSet
+from utils.cli import load_splits, locked_experiments, make_config, seed_list
+from utils.data import DATASETS, ImageSet
 from utils.results import (STANDARD_COLUMNS, ModelResult, OutputError, config_differences, load_result,
                            prepare_output_dir, result_path, strict_json, write_contrasts, write_json_atomic,
                            write_summary, write_table)
@@ -57,7 +57,7 @@ class Experiment:
     """One sub-task of the homework, as a declaration."""
 
     name: str                                    # folder under results/ and plots/
-    title: str                                   # the figures' title
+    title: str                                   # the figures' title (after the data set's name)
     dataset: str                                 # a name in utils.data.DATASETS
     models: Callable[[ImageSet], list[ModelSpec]]  # built for the data's shape and classes
     epochs: int
@@ -78,6 +78,23 @@ class Experiment:
     report: Callable[[Context, list[ModelResult]], None] | None = None
 
 
+def for_dataset(exp: Experiment, dataset: str | None) -> Experiment:
+    """``exp`` on another data set (None: its own); the folders get the data set's name."""
+    if dataset is None or dataset == exp.dataset:
+        return exp
+    return replace(exp, dataset=dataset, name=f"{exp.name}_{dataset}")
+
+
+def run_experiments(experiments: Sequence[Experiment], args: argparse.Namespace, device: torch.device,
+                    before: Callable[[], Any] | None = None) -> list[list[ModelResult]]:
+    """Run ``experiments`` in order, holding the lock of every folder they write (and ``before``,
+    a script's own step such as a layer benchmark, inside the locks) for the whole run."""
+    with locked_experiments(args, [e.name for e in experiments]):
+        if before is not None:
+            before()
+        return [run_experiment(e, args, device) for e in experiments]
+
+
 def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> list[list[int]]:
     idx = labels.cpu() * num_classes + predictions.cpu()
     return torch.bincount(idx, minlength=num_classes ** 2).view(num_classes, num_classes).tolist()
@@ -95,7 +112,8 @@ def run_experiment(exp: Experiment, args: argparse.Namespace, device: torch.devi
     write_table(ctx.out, results, exp.columns)
     if exp.contrasts:
         write_contrasts(ctx.out, results, exp.contrasts)
-    save_comparison_figures(results, ctx.plots, exp.dataset, exp.title, per_model=exp.per_model_figures)
+    save_comparison_figures(results, ctx.plots, exp.dataset, f"{DATASETS[exp.dataset].title}: {exp.title}",
+                            per_model=exp.per_model_figures)
     if exp.report is not None:
         exp.report(ctx, results)
     print(f"{exp.name}: {len(results)} results in {ctx.out}, figures in {ctx.plots}")
