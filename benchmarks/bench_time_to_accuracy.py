@@ -223,8 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     tmp = None
     if args.quick:  # the real on-disk format, tiny and synthetic
         tmp = tempfile.TemporaryDirectory()
-        args.data_dir = write_cifar10(Path(tmp.name), n_per_batch=400, n_test=200)
-        cfg_sets = {"epochs": 1, "batch_size": 200, "eval_batch_size": 200, "train_eval_size": 200,
+        args.data_dir = write_cifar10(Path(tmp.name), n_per_batch=40, n_test=100)
+        cfg_sets = {"epochs": 1, "batch_size": 100, "eval_batch_size": 100, "train_eval_size": 100,
                     **cfg_sets}
         if "reference" in recipes:
             raise UsageError("--quick runs the engine recipes only (the probe needs the real data)")
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     test = load_dataset("cifar10", "test", args.data_dir, download=False)
     split = "test"
     if args.validation:
-        holdout = VALIDATION_SIZE if not args.quick else 200
+        holdout = VALIDATION_SIZE if not args.quick else 50
         train, test = train.split(holdout)
         split = "validation"
 
