@@ -245,28 +245,30 @@ def main(argv: list[str] | None = None) -> None:
     print(f"accuracy on the {split} set; TTA in its own column; minutes = training steps only\n")
     print(HEADER, flush=True)
     results = []
-    for recipe in recipes:
+    # Seed by seed, every recipe in turn: a stop leaves paired results, and a change in the
+    # machine's load hits all recipes alike.
+    for seed, recipe in [(s, r) for s in range(args.seeds) for r in recipes
+                         if r != "reference" or s == 0]:
         name = args.name or recipe
-        for seed in range(args.seeds if recipe != "reference" else 1):
-            path = args.out / f"{name}{'_val' if args.validation else ''}_seed{seed}.json"
-            if args.resume and path.is_file():
-                r = json.loads(path.read_text())
-                print_row(r)
-                results.append(r)
-                continue
-            load_start, start = load_avg(), time.time()
-            r = (run_reference(seed, args) if recipe == "reference"
-                 else run_engine(recipe, seed, args, train, test, cfg_sets, model_sets))
-            r = {"name": name, "recipe": recipe, "seed": seed, "split": split, "quick": args.quick,
-                 "overrides": {"config": cfg_sets, "model": model_sets}, **r,
-                 "minutes_to": {f"{t:.2f}": minutes_to(r["history"], t) for t in THRESHOLDS},
-                 "wall_min": (time.time() - start) / 60, "threads": torch.get_num_threads(),
-                 "cpu": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
-                 "load_avg_start": load_start, "load_avg_end": load_avg(),
-                 "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
-            path.write_text(json.dumps(r, indent=1))
+        path = args.out / f"{name}{'_val' if args.validation else ''}_seed{seed}.json"
+        if args.resume and path.is_file():
+            r = json.loads(path.read_text())
             print_row(r)
             results.append(r)
+            continue
+        load_start, start = load_avg(), time.time()
+        r = (run_reference(seed, args) if recipe == "reference"
+             else run_engine(recipe, seed, args, train, test, cfg_sets, model_sets))
+        r = {"name": name, "recipe": recipe, "seed": seed, "split": split, "quick": args.quick,
+             "overrides": {"config": cfg_sets, "model": model_sets}, **r,
+             "minutes_to": {f"{t:.2f}": minutes_to(r["history"], t) for t in THRESHOLDS},
+             "wall_min": (time.time() - start) / 60, "threads": torch.get_num_threads(),
+             "cpu": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+             "load_avg_start": load_start, "load_avg_end": load_avg(),
+             "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+        path.write_text(json.dumps(r, indent=1))
+        print_row(r)
+        results.append(r)
     summarise(results)
     if tmp is not None:
         tmp.cleanup()
