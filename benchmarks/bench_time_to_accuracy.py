@@ -159,9 +159,9 @@ def fmt(x: float | None, spec: str = ".1f", scale: float = 1.0) -> str:
 def print_row(r: dict) -> None:
     reach = " ".join(fmt(r["minutes_to"][f"{t:.2f}"], ".1f") for t in THRESHOLDS)
     curve = " ".join(fmt(h["acc"], ".1f", 100) for h in r["history"])
-    print(f"{r['name']:<22}{r['seed']:>4} {r['params'] / 1e6:7.3f} {fmt(r['mflops_per_image'], '8.1f')} "
+    print(f"{r['name']:<22}{r['seed']:>4} {r['params'] / 1e6:7.3f} {fmt(r['mflops_per_image'], '.1f'):>8} "
           f"{r['epochs']:>3} {r['train_images_per_s']:7.0f} {r['train_min']:7.1f} "
-          f"{100 * r['acc']:7.2f} {fmt(r['acc_tta'], '7.2f', 100)}   {reach:<16} [{curve}]", flush=True)
+          f"{100 * r['acc']:7.2f} {fmt(r['acc_tta'], '.2f', 100):>7}   {reach:<16} [{curve}]", flush=True)
 
 
 HEADER = (f"{'recipe':<22}{'seed':>4} {'params M':>7} {'MFLOPs':>8} {'ep':>3} {'img/s':>7} "
@@ -203,7 +203,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--resume", action="store_true", help="skip recipe-seeds whose result exists")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="tiny synthetic CIFAR-10, 1 epoch, small batches")
+    p.add_argument("--report", action="store_true", help="print the results already in --out; train nothing")
     args = p.parse_args(argv)
+    if args.report:
+        results = [json.loads(f.read_text()) for f in sorted(args.out.glob("*.json"))]
+        if not results:
+            raise UsageError(f"no results in {args.out}")
+        print(HEADER)
+        for r in sorted(results, key=lambda r: (r["name"], r["seed"])):
+            print_row(r)
+        summarise(results)
+        return
 
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
     unknown = [r for r in recipes if r not in RECIPES and r != "reference"]

@@ -148,6 +148,9 @@ def test_bench_time_to_accuracy_quick(tmp_path, capsys):
     assert len(new["history"]) == 1 and new["mflops_per_image"] > 1 and "TTA %" in stdout
     bench.main(args + ["--resume"])  # nothing is trained again
     assert json.loads((out / "new_seed0.json").read_text())["finished"] == new["finished"]
+    capsys.readouterr()
+    bench.main(["--report", "--out", str(out)])
+    assert "mean ± std" in capsys.readouterr().out
     with pytest.raises(bench.UsageError):
         bench.main(["--quick", "--set", "lr"])
 
