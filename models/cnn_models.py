@@ -161,15 +161,51 @@ class ResNet(nn.Module):
         return self.fc(self.dropout(torch.flatten(self.pool(x), 1)))
 
 
-def conv_pool_bn(inplanes: int, planes: int) -> nn.Sequential:
-    """3x3 conv, 2x2 max-pool, BN, ReLU: a stage transition that widens and halves the resolution.
+def conv_pool_bn(inplanes: int, planes: int, act: Callable[[], nn.Module] = lambda: nn.ReLU(inplace=True)
+                 ) -> nn.Sequential:
+    """3x3 conv, 2x2 max-pool, BN, activation: a stage transition that widens and halves the resolution.
 
     Pooling after the conv (as in Page's ResNet-9, the DAWNBench CIFAR-10 winner) keeps the costly
     high-resolution stages narrow and puts the channels where the maps are small; at a fixed budget
     of FLOPs this trains to a given accuracy in fewer epochs than strided blocks.
     """
-    return nn.Sequential(conv3x3(inplanes, planes), nn.MaxPool2d(2), nn.BatchNorm2d(planes),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(conv3x3(inplanes, planes), nn.MaxPool2d(2), nn.BatchNorm2d(planes), act())
+
+
+class WhiteningStem(nn.Module):
+    """A 2x2 convolution whose frozen filters whiten the image patches (airbench, Jordan 2024):
+    the eigenvectors of the patches' covariance, scaled by 1/sqrt(eigenvalue), and their negatives
+    (so that a following GELU/ReLU loses nothing). Only the bias trains, and only for the first
+    epochs (``TrainConfig.whiten_bias_epochs``). Set the filters with :meth:`init_from_data`.
+    """
+
+    def __init__(self, in_channels: int = 3, eps: float = 5e-4) -> None:
+        super().__init__()
+        self.eps = eps
+        self.conv = nn.Conv2d(in_channels, 2 * in_channels * 4, 2, bias=True)
+        self.conv.weight.requires_grad = False
+        nn.init.zeros_(self.conv.bias)
+
+    @property
+    def out_channels(self) -> int:
+        return self.conv.out_channels
+
+    @torch.no_grad()
+    def init_from_data(self, images: torch.Tensor) -> None:
+        """``images``: normalised training images (N, C, H, W), a few thousand suffice."""
+        c = images.shape[1]
+        patches = images.float().unfold(2, 2, 1).unfold(3, 2, 1)      # N, C, H-1, W-1, 2, 2
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * 4)
+        eigenvalues, vectors = torch.linalg.eigh(patches.T @ patches / len(patches))
+        filters = vectors.T.reshape(-1, c, 2, 2) / torch.sqrt(eigenvalues + self.eps).view(-1, 1, 1, 1)
+        self.conv.weight.copy_(torch.cat((filters, -filters)).to(self.conv.weight))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": lambda: nn.ReLU(inplace=True), "gelu": nn.GELU}
 
 
 class CNNWithResidual(nn.Module):
@@ -179,33 +215,66 @@ class CNNWithResidual(nn.Module):
 
     ``dropout`` (before the classifier) is the only regularisation inside the model; the rest
     (augmentation, label smoothing, weight decay) lives in the training config.
+
+    Architecture options from airbench (all off by default, which is the task-1 model):
+    ``whiten``: a frozen patch-whitening 2x2 stem (24 channels for RGB; ``widths[0]`` must say so);
+    ``dirac``: every 3x3 conv starts as the identity on its first ``in`` output channels, so the
+    network starts close to a shallow one; ``frozen_bn_scale``: BatchNorm scales stay 1 (only the
+    shifts train; blocks then cannot be zero-initialised, Dirac init takes that role);
+    ``activation``: "relu" or "gelu"; ``scaled_head``: a bias-free classifier with unit-std
+    weights whose output is divided by its input width (pairs with a large head learning rate).
     """
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10,
                  widths: Sequence[int] = (16, 32, 64, 128), blocks: Sequence[int] = (1, 1, 1),
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, whiten: bool = False, dirac: bool = False,
+                 frozen_bn_scale: bool = False, activation: str = "relu",
+                 scaled_head: bool = False) -> None:
         super().__init__()
         if len(blocks) != len(widths) - 1:
             raise ValueError("need one entry of `blocks` per stage (len(widths) - 1)")
-        self.stem = nn.Sequential(conv3x3(in_channels, widths[0]), nn.BatchNorm2d(widths[0]),
-                                  nn.ReLU(inplace=True))
+        if whiten and widths[0] != 8 * in_channels:
+            raise ValueError(f"the whitening stem has {8 * in_channels} channels: set widths[0] to it")
+        act = ACTIVATIONS[activation]
+        if whiten:
+            self.stem = nn.Sequential(WhiteningStem(in_channels), act())
+        else:
+            self.stem = nn.Sequential(conv3x3(in_channels, widths[0]), nn.BatchNorm2d(widths[0]), act())
         stages = []
         for inplanes, planes, n in zip(widths[:-1], widths[1:], blocks):
-            stages.append(nn.Sequential(conv_pool_bn(inplanes, planes),
+            stages.append(nn.Sequential(conv_pool_bn(inplanes, planes, act),
                                         *[BasicBlock(planes, planes) for _ in range(n)]))
         self.stages = nn.Sequential(*stages)
+        if activation != "relu":
+            for m in self.modules():
+                if isinstance(m, BasicBlock):
+                    m.relu = act()
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
-        self.fc = nn.Linear(widths[-1], num_classes)
+        self.scaled_head = scaled_head
+        self.fc = nn.Linear(widths[-1], num_classes, bias=not scaled_head)
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, nn.Conv2d) and m.weight.requires_grad:
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if isinstance(m, BasicBlock):
+                if dirac:
+                    nn.init.dirac_(m.weight.data[:m.in_channels])
+            if isinstance(m, nn.BatchNorm2d) and frozen_bn_scale:
+                m.weight.requires_grad = False
+            if isinstance(m, BasicBlock) and not frozen_bn_scale:
                 m.zero_init_residual()
+        if scaled_head:
+            with torch.no_grad():
+                self.fc.weight /= self.fc.weight.std()
+
+    def init_from_data(self, images: torch.Tensor) -> None:
+        """Data-dependent initialisation (the whitening stem's filters), called by train_model."""
+        if isinstance(self.stem[0], WhiteningStem):
+            self.stem[0].init_from_data(images)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stages(self.stem(x))
-        return self.fc(self.dropout(torch.flatten(self.pool(x), 1)))
+        x = torch.flatten(self.pool(self.stages(self.stem(x))), 1)
+        x = self.fc(self.dropout(x))
+        return x / self.fc.in_features if self.scaled_head else x
 
 
 # --- Task 3: residual block variants (bottleneck and wide; BasicBlock is above) ---------------

@@ -52,6 +52,15 @@ class ImageSet:
         return ImageSet(self.images[idx], self.labels[idx], self.classes, self.mean, self.std,
                         self.fingerprint)
 
+    def split(self, n_holdout: int) -> tuple["ImageSet", "ImageSet"]:
+        """(all but the last ``n_holdout`` examples, the last ``n_holdout``): a validation split
+        held out from the training set, so that choices are never made on the test set."""
+        if not 0 < n_holdout < len(self):
+            raise ValueError(f"cannot hold out {n_holdout} of {len(self)} examples")
+        cut = len(self) - n_holdout
+        return (ImageSet(self.images[:cut], self.labels[:cut], self.classes, self.mean, self.std),
+                ImageSet(self.images[cut:], self.labels[cut:], self.classes, self.mean, self.std))
+
     def stats(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel mean and std on the uint8 scale, shaped to broadcast over NCHW batches."""
         mean = torch.tensor(self.mean, device=device).view(1, -1, 1, 1) * 255
@@ -299,10 +308,12 @@ def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> to
     return torch.where(mask.view(-1, 1, 1, 1), x.flip(3), x)
 
 
-def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random crop of the original size from the zero-padded batch (a random translation)."""
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None = None,
+                mode: str = "constant") -> torch.Tensor:
+    """Random crop of the original size from the padded batch (a random translation); ``mode``
+    is F.pad's: "constant" pads with zeros, "reflect" mirrors the border (no black frame)."""
     n, _, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (padding,) * 4)
+    padded = torch.nn.functional.pad(x, (padding,) * 4, mode=mode)
     dy = torch.randint(0, 2 * padding + 1, (n,), device=x.device, generator=generator)
     dx = torch.randint(0, 2 * padding + 1, (n,), device=x.device, generator=generator)
     rows = (dy.view(n, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1)
@@ -313,6 +324,8 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None
 
 
 AUGMENTATIONS = ("none", "flip", "crop", "flip_crop")
+FLIP_MODES = ("random", "alternate")
+CROP_MODES = ("constant", "reflect")
 
 
 class BatchIterator:
@@ -320,13 +333,21 @@ class BatchIterator:
 
     The uint8 split is moved to the device once; each batch is sliced by a random permutation,
     augmented as a whole tensor and normalised there.
+
+    ``flip="alternate"`` (airbench's alternating flip): each image gets a random flip in epoch 0
+    and the opposite one in every next epoch, so consecutive epochs see both views of every
+    image, instead of a random half twice (set the epoch with :meth:`set_epoch`).
+    ``crop_padding`` (None: 4 px for 32x32 images, else 2) and ``crop_mode`` shape the crop.
     """
 
     def __init__(self, data: ImageSet, batch_size: int, device: torch.device | str = "cpu",
                  shuffle: bool = False, augment: str = "none", drop_last: bool = False,
-                 channels_last: bool = False, seed: int = 0) -> None:
+                 channels_last: bool = False, seed: int = 0, flip: str = "random",
+                 crop_padding: int | None = None, crop_mode: str = "constant") -> None:
         if augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
+        if flip not in FLIP_MODES or crop_mode not in CROP_MODES:
+            raise ValueError(f"flip must be one of {FLIP_MODES} and crop_mode one of {CROP_MODES}")
         self.device = torch.device(device)
         self.images = data.images.to(self.device)
         self.labels = data.labels.to(self.device)
@@ -335,6 +356,17 @@ class BatchIterator:
         self.drop_last, self.channels_last = drop_last, channels_last
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.stats = data.stats(self.device)  # made once, not per batch
+        self.flip, self.crop_mode = flip, crop_mode
+        self.crop_padding = crop_padding if crop_padding is not None else (
+            4 if data.shape[-1] >= 32 else 2)
+        self.epoch = 0
+        if flip == "alternate":  # each image's flip in epoch 0
+            self.flip_parity = torch.rand(len(self.labels), device=self.device,
+                                          generator=self.generator) < 0.5
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next iteration belongs to (it decides the alternating flips)."""
+        self.epoch = epoch
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -347,10 +379,13 @@ class BatchIterator:
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             x = self.data.normalize(self.images[idx], self.stats)
-            if "flip" in self.augment:
+            if "flip" in self.augment and self.flip == "alternate":
+                mask = self.flip_parity[idx] ^ bool(self.epoch % 2)
+                x = torch.where(mask.view(-1, 1, 1, 1), x.flip(3), x)
+            elif "flip" in self.augment:
                 x = random_flip(x, self.generator)
             if "crop" in self.augment:
-                x = random_crop(x, padding=4 if x.shape[-1] >= 32 else 2, generator=self.generator)
+                x = random_crop(x, self.crop_padding, self.generator, self.crop_mode)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.labels[idx]
