@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -29,9 +28,10 @@ from models.custom_layers import (CUSTOM_LAYERS, STANDARD_LAYERS, ChannelSpatial
                                   MixedPool2d, Swish, WSConv2d, swish_bwd, swish_fwd)
 from utils.cli import add_dataset_argument, base_parser, is_reduced_run, run_main, setup
 from utils.data import ImageSet
-from utils.results import (STANDARD_COLUMNS, ModelResult, by_model, check_replicates, is_reduced, markdown_table, reduced_mark,
-                           run_caption, write_json_atomic, write_text_atomic)
+from utils.results import (STANDARD_COLUMNS, ModelResult, by_model, check_replicates, is_reduced,
+                           markdown_table, reduced_mark, run_caption, write_json_atomic, write_text_atomic)
 from utils.runner import Context, Experiment, ModelSpec, for_dataset, run_experiments
+from utils.training_utils import timed
 from utils.visualization_utils import (plot_function_panels, plot_grad_norm_traces, plot_image_grid,
                                        plot_matrix, plot_seed_spread)
 
@@ -61,18 +61,6 @@ BLOCK_COLUMNS = (
 # ---------------------------------------------------------------------------------------------
 # 3.1 Custom layers
 
-def median_time(fn: Callable[[], Any], warmup: int, repeats: int) -> float:
-    """Median wall-clock seconds of ``fn()`` after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def time_layer(layer: nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> dict[str, float]:
     """Forward time (no graph), forward+backward time and statistics of the output."""
     layer.train()
@@ -89,8 +77,9 @@ def time_layer(layer: nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> 
 
     with torch.no_grad():
         y = layer(x).float()
-    return {"forward_ms": 1000 * median_time(forward, warmup, repeats),
-            "forward_backward_ms": 1000 * median_time(forward_backward, warmup, repeats),
+    device = next(iter(layer.parameters()), x).device
+    return {"forward_ms": 1000 * statistics.median(timed(forward, device, warmup, repeats)),
+            "forward_backward_ms": 1000 * statistics.median(timed(forward_backward, device, warmup, repeats)),
             "out_mean": y.mean().item(), "out_std": y.std().item(),
             "out_shape": "x".join(map(str, y.shape[1:]))}
 

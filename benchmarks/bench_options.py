@@ -16,14 +16,14 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
-from benchmarks.common import (MODELS, TrainStep, batches_forever, datasets, interleave,  # noqa: E402
+from benchmarks.common import (MODELS, make_step, batches_forever, datasets, interleave,  # noqa: E402
                                make_config, median, peak_rss_mb, run_benchmark,
                                print_throughput, run_steps, setup_machine, train_set)
 from utils.cli import positive_int  # noqa: E402
@@ -74,7 +74,7 @@ def prepare(variant: Variant, data: ImageSet, dataset: str, images: int, warmup:
     spec = MODELS[dataset]
     cfg = make_config(spec, variant.batch_size, variant.channels_last, device)
     set_seed(0)
-    step = TrainStep(spec.build(), cfg, compile=variant.compile)
+    step = make_step(spec.build(), replace(cfg, compile=variant.compile))
     batches = BatchIterator(data, variant.batch_size, cfg.device, shuffle=True, augment=cfg.augment,
                             drop_last=True, channels_last=variant.channels_last, seed=0)
     steps = max(1, images // variant.batch_size)

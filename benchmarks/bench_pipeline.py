@@ -28,13 +28,13 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
-from benchmarks.common import (MODELS, Batch, TrainStep, batches_forever, datasets, interleave,  # noqa: E402
+from benchmarks.common import (MODELS, Batch, make_step, batches_forever, datasets, interleave,  # noqa: E402
                                make_config, median, peak_rss_mb,
                                print_throughput, run_benchmark, run_steps, setup_machine,
                                train_set)
 from utils.cli import positive_int  # noqa: E402
 from utils.data import BatchIterator, ImageSet  # noqa: E402
-from utils.training_utils import set_seed  # noqa: E402
+from utils.training_utils import TrainStep, set_seed  # noqa: E402
 
 FULL_SIZE = {"mnist": 60000, "cifar10": 50000}  # synthetic sets as large as the real ones
 
@@ -72,7 +72,7 @@ def naive_pipeline(data: ImageSet, dataset: str, batch_size: int, workers: int, 
     spec = MODELS[dataset]
     cfg = make_config(spec, batch_size, channels_last=False, device=device)
     set_seed(0)
-    step = TrainStep(spec.build(), cfg, host_sync=True)
+    step = make_step(spec.build(), cfg, host_sync=True)
     loader = DataLoader(NaiveDataset(data, naive_transform(data, cfg.augment)), batch_size=batch_size,
                         shuffle=True, num_workers=workers, drop_last=True)
     return step, lambda: iter(loader)
@@ -82,7 +82,7 @@ def core_pipeline(data: ImageSet, dataset: str, batch_size: int, device: str) ->
     spec = MODELS[dataset]
     cfg = make_config(spec, batch_size, channels_last=True, device=device)
     set_seed(0)
-    step = TrainStep(spec.build(), cfg)
+    step = make_step(spec.build(), cfg)
     batches = BatchIterator(data, batch_size, cfg.device, shuffle=True, augment=cfg.augment,
                             drop_last=True, channels_last=True, seed=0)
     return step, lambda: iter(batches)

@@ -1,7 +1,7 @@
-"""What both benchmarks share: the models of task 1, data, the training step, interleaved timing.
+"""What the benchmarks share: the models of task 1, data, interleaved timing.
 
-The step is :func:`utils.training_utils.train_model`'s, built from the same parts (optimiser,
-one-cycle schedule, loss, gradient-norm samples), so only what a benchmark varies differs.
+The training step is the engine's own (``utils.training_utils.TrainStep``, the one
+``train_model`` runs), so only what a benchmark varies differs.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import resource
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -25,8 +25,7 @@ if str(ROOT) not in sys.path:  # run as `python benchmarks/x.py` from anywhere
 
 from models.cnn_models import CNNWithResidual, SimpleCNN  # noqa: E402
 from utils.data import DATASETS, DataError, ImageSet, load_dataset  # noqa: E402
-from utils.training_utils import (DeviceError, TrainConfig, gradient_norms, make_optimizer,  # noqa: E402
-                                  mixed_precision, one_cycle, prepare_model, resolve_device, synchronize, tracked_parameters)
+from utils.training_utils import DeviceError, TrainConfig, TrainStep, resolve_device, timed  # noqa: E402
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -75,52 +74,13 @@ def train_set(dataset: str, data_dir: str | None, n_synthetic: int) -> ImageSet:
     return synthetic_set(dataset, n_synthetic)
 
 
-class TrainStep:
-    """One optimisation step of ``train_model``: forward, loss, backward, gradient-norm sample
-    every ``grad_log_every`` steps, SGD step, schedule step, running loss/accuracy. Batches are
-    moved to the model's device (a no-op for the core's, which are made there); on CUDA the
-    forward pass runs under bf16 autocast, as in train_model.
+# A long schedule: the learning rate stays away from zero during a benchmark.
+LONG_SCHEDULE = 10_000
 
-    ``host_sync`` reads the running loss and accuracy back with ``.item()`` every step, as a
-    loop is commonly written; without it they are summed on the device, as train_model does.
-    ``compile`` runs the model's forward and backward through ``torch.compile``.
-    """
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, host_sync: bool = False,
-                 compile: bool = False, total_steps: int = 10_000) -> None:
-        self.cfg, self.host_sync = cfg, host_sync
-        self.device = torch.device(cfg.device)
-        self.autocast = mixed_precision(self.device)
-        self.model = prepare_model(model, cfg).train()
-        self.forward = torch.compile(self.model, dynamic=False) if compile else self.model
-        self.optimizer = make_optimizer(self.model, cfg)
-        # A long schedule: the learning rate stays away from zero during the benchmark.
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, one_cycle(total_steps, cfg.warmup_frac))
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        self.params = [p for _, p in tracked_parameters(self.model)]
-        self.loss_sum = torch.zeros((), device=self.device)
-        self.correct = torch.zeros((), dtype=torch.long, device=self.device)
-        self.steps = 0
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        x, y = x.to(self.device), y.to(self.device)
-        with self.autocast:
-            logits = self.forward(x)
-            loss = self.criterion(logits.float(), y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.steps % self.cfg.grad_log_every == 0:
-            self.grad_sample = gradient_norms(self.params)
-        self.optimizer.step()
-        self.scheduler.step()
-        if self.host_sync:
-            self.loss_sum += loss.item() * len(y)
-            self.correct += (logits.argmax(1) == y).sum().item()
-        else:
-            self.loss_sum += loss.detach() * len(y)
-            self.correct += (logits.argmax(1) == y).sum()
-        self.steps += 1
+def make_step(model: nn.Module, cfg: TrainConfig, host_sync: bool = False) -> TrainStep:
+    """The engine's training step for ``model`` (see ``utils.training_utils.TrainStep``)."""
+    return TrainStep(model, replace(cfg, epochs=1), steps_per_epoch=LONG_SCHEDULE, host_sync=host_sync)
 
 
 def batches_forever(new_epoch: Callable[[], Iterator[Batch]]) -> Iterator[Batch]:
@@ -138,15 +98,13 @@ def batches_forever(new_epoch: Callable[[], Iterator[Batch]]) -> Iterator[Batch]
 def run_steps(step: TrainStep, batches: Iterator[Batch], n: int) -> float:
     """Images per second of ``n`` steps on batches drawn from ``batches`` (loading included;
     queued GPU work is waited for at both ends)."""
-    images = 0
-    synchronize(step.device)
-    start = time.perf_counter()
-    for _ in range(n):
-        x, y = next(batches)
-        step(x, y)
-        images += len(y)
-    synchronize(step.device)
-    return images / (time.perf_counter() - start)
+    seen = step.seen
+
+    def run() -> None:
+        for _ in range(n):
+            step(*next(batches))
+    seconds, = timed(run, step.device)
+    return (step.seen - seen) / seconds
 
 
 def interleave(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:

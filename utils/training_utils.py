@@ -9,7 +9,7 @@ import itertools
 import random
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -226,6 +226,122 @@ def measure_inference(model: nn.Module, data: ImageSet, cfg: TrainConfig,
     return {"inference_time_s": seconds, "inference_images_per_s": len(data) / seconds}
 
 
+def timed(fn: Callable[[], Any], device: torch.device | str, warmup: int = 0, repeats: int = 1) -> list[float]:
+    """Wall-clock seconds of each of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones,
+    waiting for queued GPU work at both ends of every call (the only timer of the repository)."""
+    device = torch.device(device)
+    for _ in range(warmup):
+        fn()
+    seconds = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+class TrainStep:
+    """The one optimisation step of the repository (``train_model`` and the benchmarks run it).
+
+    Forward (bf16 autocast on CUDA; through ``torch.compile`` with ``cfg.compile``), loss,
+    backward, a gradient-norm sample every ``grad_log_every`` steps of an epoch, the optimizer
+    and schedule steps, and the running loss/accuracy summed on the device. ``host_sync`` reads
+    them back with ``.item()`` every step instead, as a loop is commonly written (a benchmark's
+    naive baseline). Batches are moved to the model's device (a no-op for the core's).
+    """
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, steps_per_epoch: int,
+                 host_sync: bool = False) -> None:
+        self.cfg, self.host_sync = cfg, host_sync
+        self.device = torch.device(cfg.device)
+        self.model = prepare_model(model, cfg).train()
+        self.optimizer = make_optimizer(self.model, cfg)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambdas(self.optimizer, cfg, steps_per_epoch))
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.tracked = tracked_parameters(self.model)
+        self.params = [p for _, p in self.tracked]
+        self.autocast = mixed_precision(self.device)
+        # Only the training forward is compiled: evaluation and the analyses (hooks, receptive
+        # fields) keep the eager model, and a second graph for eval mode is not worth its compile.
+        self.forward = torch.compile(self.model, dynamic=False) if cfg.compile else self.model
+        self.new_epoch()
+
+    def new_epoch(self) -> None:
+        """Zero the running sums and the gradient samples of an epoch."""
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.correct = torch.zeros((), dtype=torch.long, device=self.device)
+        self.seen, self.steps, self.grad_samples = 0, 0, []
+
+    def backward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with self.autocast:
+            logits = self.forward(x)
+            loss = self.criterion(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        return logits, loss
+
+    def gradients_at_init(self, x: torch.Tensor, y: torch.Tensor) -> list[float]:
+        """Per-layer gradient norms of one batch at initialisation, without an update."""
+        self.backward(x.to(self.device), y.to(self.device))
+        norms = gradient_norms(self.params).tolist()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norms
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        x, y = x.to(self.device), y.to(self.device)
+        logits, loss = self.backward(x, y)
+        if self.steps % self.cfg.grad_log_every == 0:
+            self.grad_samples.append(gradient_norms(self.params))
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.host_sync:
+            self.loss_sum += loss.item() * len(y)
+            self.correct += (logits.argmax(1) == y).sum().item()
+        else:
+            self.loss_sum += loss.detach() * len(y)
+            self.correct += (logits.argmax(1) == y).sum()
+        self.seen += len(y)
+        self.steps += 1
+
+
+def train_epoch(step: TrainStep, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], n_steps: int,
+                desc: str) -> float:
+    """``n_steps`` optimisation steps with a progress bar; returns their wall-clock seconds."""
+    step.model.train()
+    step.new_epoch()
+    bar = tqdm(itertools.islice(batches, n_steps), total=n_steps, desc=desc, leave=False,
+               mininterval=1.0, dynamic_ncols=True)
+
+    def run() -> None:
+        start = time.perf_counter()
+        for i, (x, y) in enumerate(bar):
+            step(x, y)
+            if i % 25 == 24:  # a host sync, so only every few steps
+                bar.set_postfix(loss=f"{step.loss_sum.item() / step.seen:.3f}",
+                                acc=f"{step.correct.item() / step.seen:.3f}",
+                                img_s=f"{step.seen / (time.perf_counter() - start):.0f}")
+    return timed(run, step.device)[0]
+
+
+def epoch_record(epoch: int, step: TrainStep, seconds: float, train_eval: dict[str, Any],
+                 test_eval: dict[str, Any]) -> dict[str, Any]:
+    """One entry of a result's ``history``."""
+    grads = torch.stack(step.grad_samples)
+    return {
+        "epoch": epoch,
+        "train_loss": train_eval["loss"], "train_acc": train_eval["acc"],
+        "running_loss": step.loss_sum.item() / step.seen, "running_acc": step.correct.item() / step.seen,
+        "test_loss": test_eval["loss"], "test_acc": test_eval["acc"],
+        "lr_end": step.optimizer.param_groups[0]["lr"], "epoch_time_s": seconds,
+        "images_per_s": step.seen / seconds,
+        "grad_norms": grads.mean(0).tolist(),
+        "grad_total_norm": grads.norm(dim=1).tolist(),
+    }
+
+
 def train_model(model: nn.Module, train_set: ImageSet, test_set: ImageSet, cfg: TrainConfig,
                 desc: str = "") -> dict[str, Any]:
     """Train ``model`` in place and return its history and final metrics.
@@ -235,7 +351,6 @@ def train_model(model: nn.Module, train_set: ImageSet, test_set: ImageSet, cfg: 
     norm. Training time counts only the optimisation steps, never the evaluation.
     """
     device = torch.device(cfg.device)
-    model = prepare_model(model, cfg)
     full_steps = len(train_set) // cfg.batch_size or 1
     steps_per_epoch = max(1, round(full_steps * cfg.epoch_fraction))
     loader = BatchIterator(train_set, cfg.batch_size, device, shuffle=True, augment=cfg.augment,
@@ -243,84 +358,29 @@ def train_model(model: nn.Module, train_set: ImageSet, test_set: ImageSet, cfg: 
                            channels_last=cfg.channels_last, seed=cfg.seed, flip=cfg.flip,
                            crop_padding=cfg.crop_padding, crop_mode=cfg.crop_mode)
     train_eval_set = train_set.subset(cfg.train_eval_size, seed=cfg.seed)
+    model = prepare_model(model, cfg)
     if hasattr(model, "init_from_data"):  # e.g. a whitening stem: on clean training images
         model.init_from_data(train_set.normalize(train_set.images[:5000].to(device)))
     if cfg.bn_momentum is not None:
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.momentum = cfg.bn_momentum
-    optimizer = make_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambdas(optimizer, cfg, steps_per_epoch))
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    tracked = tracked_parameters(model)
-    params = [p for _, p in tracked]
-    autocast = mixed_precision(device)
-    # Only the training forward is compiled: evaluation and the analyses (hooks, receptive
-    # fields) keep the eager model, and a second graph for eval mode is not worth its compile.
-    forward = torch.compile(model, dynamic=False) if cfg.compile else model
-
-    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with autocast:
-            logits = forward(x)
-            loss = criterion(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        return logits, loss
-
-    # Gradient norms at initialisation: one batch, no update.
-    model.train()
-    x0, y0 = next(iter(loader))
-    step(x0, y0)
-    grad_init = gradient_norms(params).tolist()
-    optimizer.zero_grad(set_to_none=True)
+    step = TrainStep(model, cfg, steps_per_epoch)
+    grad_init = step.gradients_at_init(*next(iter(loader)))  # one batch, no update
 
     history: list[dict[str, Any]] = []
     train_time, diverged = 0.0, False
     for epoch in range(1, cfg.epochs + 1):
-        model.train()
         loader.set_epoch(epoch - 1)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen, grad_samples = 0, []
-        synchronize(device)
-        start = time.perf_counter()
-        bar = tqdm(itertools.islice(loader, steps_per_epoch), total=steps_per_epoch,
-                   desc=f"{desc} epoch {epoch}/{cfg.epochs}", leave=False,
-                   mininterval=1.0, dynamic_ncols=True)
-        for i, (x, y) in enumerate(bar):
-            logits, loss = step(x, y)
-            if i % cfg.grad_log_every == 0:
-                grad_samples.append(gradient_norms(params))
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.argmax(1) == y).sum()
-            seen += len(y)
-            if i % 25 == 24:  # a host sync, so only every few steps
-                elapsed = time.perf_counter() - start
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}",
-                                acc=f"{correct.item() / seen:.3f}", img_s=f"{seen / elapsed:.0f}")
-        synchronize(device)
-        epoch_time = time.perf_counter() - start
-        train_time += epoch_time
-        running_loss = loss_sum.item() / seen
-        train_eval = evaluate(model, train_eval_set, cfg)
-        test_eval = evaluate(model, test_set, cfg, return_predictions=True)
-        grads = torch.stack(grad_samples)
-        history.append({
-            "epoch": epoch,
-            "train_loss": train_eval["loss"], "train_acc": train_eval["acc"],
-            "running_loss": running_loss, "running_acc": correct.item() / seen,
-            "test_loss": test_eval["loss"], "test_acc": test_eval["acc"],
-            "lr_end": optimizer.param_groups[0]["lr"], "epoch_time_s": epoch_time,
-            "images_per_s": seen / epoch_time,
-            "grad_norms": grads.mean(0).tolist(),
-            "grad_total_norm": grads.norm(dim=1).tolist(),
-        })
-        tqdm.write(f"{desc} epoch {epoch}/{cfg.epochs}: loss {running_loss:.4f} "
-                   f"train acc {train_eval['acc']:.4f} test acc {test_eval['acc']:.4f} "
-                   f"({epoch_time:.0f} s, {seen / epoch_time:.0f} img/s)")
-        if not np.isfinite(running_loss):
+        seconds = train_epoch(step, loader, steps_per_epoch, f"{desc} epoch {epoch}/{cfg.epochs}")
+        train_time += seconds
+        record = epoch_record(epoch, step, seconds, evaluate(model, train_eval_set, cfg),
+                              test_eval := evaluate(model, test_set, cfg, return_predictions=True))
+        history.append(record)
+        tqdm.write(f"{desc} epoch {epoch}/{cfg.epochs}: loss {record['running_loss']:.4f} "
+                   f"train acc {record['train_acc']:.4f} test acc {record['test_acc']:.4f} "
+                   f"({seconds:.0f} s, {record['images_per_s']:.0f} img/s)")
+        if not np.isfinite(record["running_loss"]):
             diverged = True
             if cfg.stop_on_divergence:
                 tqdm.write(f"{desc}: loss is not finite, stopping this model")
@@ -336,12 +396,11 @@ def train_model(model: nn.Module, train_set: ImageSet, test_set: ImageSet, cfg: 
         "steps_per_epoch": steps_per_epoch, "full_steps_per_epoch": full_steps,
         "train_images_per_s": sum(h["images_per_s"] for h in history) / len(history),
         "diverged": diverged,
-        "grad_layers": [n for n, _ in tracked],
+        "grad_layers": [n for n, _ in step.tracked],
         "grad_norms_init": grad_init,
         "history": history,
         "test_predictions": test_eval["predictions"],  # of the final model; a tensor, not for JSON
     }
-
 
 
 # ---------------------------------------------------------------------------------------------
