@@ -64,7 +64,7 @@ def synthetic_set(dataset: str, n: int, seed: int = 0) -> ImageSet:
     rng = np.random.default_rng(seed)
     images = torch.from_numpy(rng.integers(0, 256, (n, *d.shape), dtype=np.uint8))
     labels = torch.from_numpy(rng.integers(0, len(d.classes), n))
-    return ImageSet(images, labels, d.classes, d.mean, d.std)
+    return ImageSet(images, labels, d.classes, d.mean, d.std, crop_padding=d.crop_padding)
 
 
 def train_set(dataset: str, data_dir: str | None, n_synthetic: int) -> ImageSet:

@@ -8,7 +8,7 @@ from torch import nn
 
 from tests.test_scripts import run_script
 from utils import cli
-from utils.data import DATASETS, DataError, ImageSet, load_dataset
+from utils.data import DATASETS, BatchIterator, DataError, ImageSet, load_dataset
 from utils.results import OutputError, aggregate, markdown_table, write_table
 from utils.runner import Experiment, ModelSpec, run_experiment
 from utils.synthetic_data import class_images, write_cifar10, write_idx, write_mnist
@@ -121,6 +121,7 @@ def test_every_record_loads_its_files(tmp_path, name):
         assert data.shape == d.shape and data.classes == d.classes and len(d.classes) == 10
         assert data.images.dtype == torch.uint8 and int(data.labels.max()) < len(d.classes)
         assert len(d.mean) == len(d.std) == d.shape[0]
+        assert BatchIterator(data.subset(8), 4).crop_padding == d.crop_padding  # the record's, kept by subset
     with pytest.raises(DataError, match="not found"):  # each record reads its own folder
         other = next(n for n in DATASETS if DATASETS[n].folder != d.folder)
         load_dataset(other, "train", tmp_path, download=False)

@@ -15,7 +15,7 @@ import hashlib
 import os
 import pickle
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -36,6 +36,7 @@ class ImageSet:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     fingerprint: str = ""  # of the files it was read from (see file_fingerprint)
+    crop_padding: int = 4  # of the random-crop augmentation (the data set's record says)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -49,8 +50,7 @@ class ImageSet:
         if n is None or n >= len(self):
             return self
         idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
-        return ImageSet(self.images[idx], self.labels[idx], self.classes, self.mean, self.std,
-                        self.fingerprint)
+        return replace(self, images=self.images[idx], labels=self.labels[idx])
 
     def split(self, n_holdout: int) -> tuple["ImageSet", "ImageSet"]:
         """(all but the last ``n_holdout`` examples, the last ``n_holdout``): a validation split
@@ -58,8 +58,8 @@ class ImageSet:
         if not 0 < n_holdout < len(self):
             raise ValueError(f"cannot hold out {n_holdout} of {len(self)} examples")
         cut = len(self) - n_holdout
-        return (ImageSet(self.images[:cut], self.labels[:cut], self.classes, self.mean, self.std),
-                ImageSet(self.images[cut:], self.labels[cut:], self.classes, self.mean, self.std))
+        return (replace(self, images=self.images[:cut], labels=self.labels[:cut]),
+                replace(self, images=self.images[cut:], labels=self.labels[cut:]))
 
     def stats(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel mean and std on the uint8 scale, shaped to broadcast over NCHW batches."""
@@ -208,7 +208,7 @@ class Dataset:
         images, labels = self.reader(paths)
         check_split(images, labels, self.shape, len(self.classes), root / self.folder)
         return ImageSet(torch.from_numpy(images), torch.from_numpy(labels), self.classes, self.mean,
-                        self.std, file_fingerprint(paths))
+                        self.std, file_fingerprint(paths), self.crop_padding)
 
 
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -337,7 +337,7 @@ class BatchIterator:
     ``flip="alternate"`` (airbench's alternating flip): each image gets a random flip in epoch 0
     and the opposite one in every next epoch, so consecutive epochs see both views of every
     image, instead of a random half twice (set the epoch with :meth:`set_epoch`).
-    ``crop_padding`` (None: 4 px for 32x32 images, else 2) and ``crop_mode`` shape the crop.
+    ``crop_padding`` (None: the data set's, from its record) and ``crop_mode`` shape the crop.
     """
 
     def __init__(self, data: ImageSet, batch_size: int, device: torch.device | str = "cpu",
@@ -357,8 +357,7 @@ class BatchIterator:
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.stats = data.stats(self.device)  # made once, not per batch
         self.flip, self.crop_mode = flip, crop_mode
-        self.crop_padding = crop_padding if crop_padding is not None else (
-            4 if data.shape[-1] >= 32 else 2)
+        self.crop_padding = data.crop_padding if crop_padding is None else crop_padding
         self.epoch = 0
         if flip == "alternate":  # each image's flip in epoch 0
             self.flip_parity = torch.rand(len(self.labels), device=self.device,

@@ -54,7 +54,7 @@ class TrainConfig:
     whiten_bias_epochs: float = 3.0  # "muon": a whitening stem's bias trains only this long
     bn_momentum: float | None = None  # override every BatchNorm's running-stat momentum
     flip: str = "random"          # "alternate": each image flipped in every other epoch
-    crop_padding: int | None = None  # None: 4 px on 32x32 images, 2 px on smaller ones
+    crop_padding: int | None = None  # None: the data set's own (its record: 4 px CIFAR, 2 px MNIST)
     crop_mode: str = "constant"   # "reflect": translate with mirrored borders
     tta: bool = False             # also report test_acc_tta (flip + 1-px translations) at the end
 
