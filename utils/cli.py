@@ -16,7 +16,7 @@ from utils.data import DATASETS, DataError, ImageSet, load_dataset
 from utils.results import OutputError, experiment_lock, prepare_output_dir, record_run
 from utils.training_utils import DeviceError, TrainConfig, resolve_device
 
-QUICK_TRAIN, QUICK_TEST = 512, 256  # --quick: a small subset and one epoch (a smoke test, < 1 min)
+QUICK_TRAIN, QUICK_TEST = 256, 128  # --quick: a small subset and one epoch (a smoke test, < 1 min)
 BUDGET_TRAIN = 10000  # --budget: a preview of every experiment on 10k training images, 1 epoch
 
 
