@@ -65,7 +65,6 @@ class Experiment:
     columns: Sequence[Column] = STANDARD_COLUMNS
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields shared by all models
     subset: tuple[int | None, int | None] = (None, None)  # a fixed train / test subset
-    quick_subset: tuple[int | None, int | None] = (None, None)  # ... and the one --quick uses
     seeds: int | None = None                     # a fixed number of seeds (default: --seeds)
     per_model_figures: bool = True               # confusion matrix and gradient flow per model
     # The pairs of models whose difference the experiment is about (declared before the runs):
@@ -102,8 +101,7 @@ def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classe
 
 def run_experiment(exp: Experiment, args: argparse.Namespace, device: torch.device) -> list[ModelResult]:
     """Train every model of ``exp`` with every seed, then write its summary, table and figures."""
-    subset = exp.quick_subset if args.quick and any(exp.quick_subset) else exp.subset
-    train, test, info = load_splits(exp.dataset, args, *subset)
+    train, test, info = load_splits(exp.dataset, args, *exp.subset)
     cfg = make_config(args, device, epochs=exp.epochs, lr=exp.lr, **exp.train)
     ctx = Context(exp, Path(args.results_dir) / exp.name, Path(args.plots_dir) / exp.name,
                   train, test, device, args)
