@@ -19,6 +19,7 @@ import os
 import platform
 import re
 import resource
+import subprocess
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -415,7 +416,22 @@ def peak_rss_mb() -> float:
 
 RUN_COLUMNS = (("script", "скрипт", "str"), ("part", "часть", "str"), ("preset", "режим", "str"),
                ("wall_time_min", "время, мин", "f2"), ("peak_rss_mb", "пик RSS, МБ", "int"),
-               ("device", "устройство", "str"), ("cpu", "процессор", "str"))
+               ("device", "устройство", "str"), ("cpu", "процессор", "str"), ("commit", "коммит", "str"))
+
+
+def git_commit() -> str | None:
+    """The checked-out commit of the repository (with ``+dirty`` if files differ), or None."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def record_run(results_dir: Path, script: str, part: str, preset: str, seconds: float,
@@ -426,7 +442,7 @@ def record_run(results_dir: Path, script: str, part: str, preset: str, seconds: 
     write_json_atomic(out / f"{name}.json", {
         "model": script, "script": script, "part": part, "preset": preset,
         "argv": sys.argv[1:], "wall_time_min": seconds / 60, "peak_rss_mb": peak_rss_mb(),
-        "device": device, "cpu": cpu_name(), "torch": torch.__version__})
+        "device": device, "cpu": cpu_name(), "torch": torch.__version__, "commit": git_commit()})
     runs = load_results(out)
     reduced = any(r.get("preset") != "default" for r in runs)
     write_text_atomic(out / "table.md", reduced_mark(reduced) + markdown_table(runs, RUN_COLUMNS) + "\n")
