@@ -32,14 +32,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from models.cnn_models import CNNWithResidual, count_parameters  # noqa: E402
+from models.cnn_models import CNNWithResidual, count_flops, count_parameters  # noqa: E402
+from utils.cli import UsageError  # noqa: E402
 from utils.data import DataError, ImageSet, load_dataset  # noqa: E402
 from utils.synthetic_data import write_cifar10  # noqa: E402
 from utils.training_utils import (FAST_MODEL_OPTIONS, TrainConfig, fast_recipe,  # noqa: E402
@@ -60,10 +59,6 @@ RECIPES: dict[str, tuple[dict[str, Any], Callable[..., TrainConfig]]] = {
 }
 
 
-class UsageError(Exception):
-    """Bad command-line input: one line on stderr, exit code 2."""
-
-
 def parse_value(text: str) -> Any:
     """A --set value: JSON where it parses (numbers, true/false, null, lists), else the string."""
     try:
@@ -81,14 +76,6 @@ def parse_sets(items: list[str], allowed: set[str], what: str) -> dict[str, Any]
                              f"got {item!r}")
         out[key] = parse_value(value)
     return out
-
-
-def forward_mflops(model: nn.Module, shape: tuple[int, ...]) -> float:
-    """Forward FLOPs per image (torch.utils.flop_counter; a multiply-add counts 2), in millions."""
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, *shape))
-    return counter.get_total_flops() / 1e6
 
 
 def minutes_to(history: list[dict], threshold: float) -> float | None:
@@ -112,9 +99,7 @@ def run_engine(recipe: str, seed: int, args: argparse.Namespace, train: ImageSet
     cfg = make_cfg(**{"seed": seed, **cfg_sets})
     torch.manual_seed(seed)
     model = CNNWithResidual(3, 10, **options)
-    params, mflops = count_parameters(model), forward_mflops(model, train.shape)
-    torch.manual_seed(seed)  # the same start whatever the FLOP count did
-    model = CNNWithResidual(3, 10, **options)
+    params, mflops = count_parameters(model), count_flops(model, train.shape) / 1e6  # draws no random numbers
     result = train_model(model, train, evalset, cfg, desc=f"{recipe} seed {seed}")
     history = [{"epoch": h["epoch"], "acc": h["test_acc"], "loss": h["test_loss"],
                 "train_acc": h["train_acc"], "epoch_time_s": h["epoch_time_s"],

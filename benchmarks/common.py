@@ -10,7 +10,6 @@ import itertools
 import resource
 import statistics
 import sys
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator

@@ -87,18 +87,19 @@ class BasicBlock(nn.Module):
     """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut.
 
     ``norm_layer`` builds the normalisation after each conv (BatchNorm; ``nn.Identity`` for a
-    block without normalisation, as in torchvision's ``norm_layer``).
+    block without normalisation, as in torchvision's ``norm_layer``), ``act_layer`` its activation.
     """
 
     expansion = 1
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1,
                  downsample: nn.Module | None = None,
-                 norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d) -> None:
+                 norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+                 act_layer: Callable[[], nn.Module] = lambda: nn.ReLU(inplace=True)) -> None:
         super().__init__()
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = norm_layer(planes)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = act_layer()
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = norm_layer(planes)
         self.downsample = downsample
@@ -186,10 +187,6 @@ class WhiteningStem(nn.Module):
         self.conv.weight.requires_grad = False
         nn.init.zeros_(self.conv.bias)
 
-    @property
-    def out_channels(self) -> int:
-        return self.conv.out_channels
-
     @torch.no_grad()
     def init_from_data(self, images: torch.Tensor) -> None:
         """``images``: normalised training images (N, C, H, W), a few thousand suffice."""
@@ -243,12 +240,8 @@ class CNNWithResidual(nn.Module):
         stages = []
         for inplanes, planes, n in zip(widths[:-1], widths[1:], blocks):
             stages.append(nn.Sequential(conv_pool_bn(inplanes, planes, act),
-                                        *[BasicBlock(planes, planes) for _ in range(n)]))
+                                        *[BasicBlock(planes, planes, act_layer=act) for _ in range(n)]))
         self.stages = nn.Sequential(*stages)
-        if activation != "relu":
-            for m in self.modules():
-                if isinstance(m, BasicBlock):
-                    m.relu = act()
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         self.scaled_head = scaled_head

@@ -130,14 +130,13 @@ def train_models(ctx: Context, specs: Sequence[ModelSpec], seeds: Sequence[int],
     """
     args = ctx.args
     prepare_output_dir(ctx.out)
+    architectures = {spec.name: repr(spec.build()) for spec in specs}  # the same for every seed
     plans = []
     for seed in seeds:
         for spec in specs:
             cfg = replace(base_cfg, **spec.overrides, seed=seed)
-            set_seed(seed)
-            model = spec.build()
             config = {**cfg.to_dict(), **data_info, "model": spec.name, "overrides": spec.overrides,
-                      "architecture": repr(model)}
+                      "architecture": architectures[spec.name]}
             path = result_path(ctx.out, spec.name, seed)
             previous = load_result(path, warn=path.exists())
             if previous is not None and previous.get("config") != config and not args.overwrite:
@@ -146,7 +145,6 @@ def train_models(ctx: Context, specs: Sequence[ModelSpec], seeds: Sequence[int],
                                   f"({'; '.join(changes[:3])}{'; ...' if len(changes) > 3 else ''}); "
                                   "pass --overwrite to replace it or --results-dir to write elsewhere")
             plans.append((spec, seed, cfg, config, path, previous))
-            del model
 
     results: list[ModelResult] = []
     for spec, seed, cfg, config, path, previous in plans:

@@ -358,14 +358,14 @@ def train_model(model: nn.Module, train_set: ImageSet, test_set: ImageSet, cfg: 
                            channels_last=cfg.channels_last, seed=cfg.seed, flip=cfg.flip,
                            crop_padding=cfg.crop_padding, crop_mode=cfg.crop_mode)
     train_eval_set = train_set.subset(cfg.train_eval_size, seed=cfg.seed)
-    model = prepare_model(model, cfg)
+    step = TrainStep(model, cfg, steps_per_epoch)  # moves the model to its device and layout
+    model = step.model
     if hasattr(model, "init_from_data"):  # e.g. a whitening stem: on clean training images
         model.init_from_data(train_set.normalize(train_set.images[:5000].to(device)))
     if cfg.bn_momentum is not None:
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.momentum = cfg.bn_momentum
-    step = TrainStep(model, cfg, steps_per_epoch)
     grad_init = step.gradients_at_init(*next(iter(loader)))  # one batch, no update
 
     history: list[dict[str, Any]] = []

@@ -14,6 +14,8 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 
+from utils.results import by_model  # noqa: E402
+
 DPI = 100
 
 
@@ -29,14 +31,6 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 def _series(result: dict[str, Any], key: str) -> tuple[list[int], list[float]]:
     history = result["history"]
     return [h["epoch"] for h in history], [h[key] for h in history]
-
-
-def _by_model(results: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Results grouped by model (one entry per seed), in the order the models first appear."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for r in results:
-        groups.setdefault(r["model"], []).append(r)
-    return groups
 
 
 def _curve(runs: Sequence[dict[str, Any]], key: str, scale: float = 1.0
@@ -56,7 +50,7 @@ def _label(name: str, runs: Sequence[dict[str, Any]]) -> str:
 def plot_learning_curves(results: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
     """Loss and accuracy per epoch: train (solid) and test (dashed), one colour per model; with
     several seeds the mean and a ±std band."""
-    groups = _by_model(results)
+    groups = by_model(results)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     colors = sns.color_palette("tab10", len(groups))
     for (name, runs), c in zip(groups.items(), colors):
@@ -80,7 +74,7 @@ def plot_learning_curves(results: Sequence[dict[str, Any]], path: Path, title: s
 def plot_overfitting(results: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
     """Generalisation gap per epoch: clean train accuracy minus test accuracy (mean ± std over seeds)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, runs in _by_model(results).items():
+    for name, runs in by_model(results).items():
         epochs = _curve(runs, "train_acc")[0]
         gaps = np.array([100 * (np.array(_series(r, "train_acc")[1][:len(epochs)], dtype=float)
                                 - np.array(_series(r, "test_acc")[1][:len(epochs)], dtype=float))
@@ -169,7 +163,7 @@ def plot_metric_bars(results: Sequence[dict[str, Any]], path: Path, title: str,
                      ) -> Path:
     """One bar chart per metric, models side by side: the mean over seeds with ±std error bars
     and its value on the bar; every axis starts at zero."""
-    groups = _by_model(results)
+    groups = by_model(results)
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 4))
     names = list(groups)
     colors = sns.color_palette("tab10", len(names))
@@ -234,7 +228,7 @@ def save_comparison_figures(results: Sequence[dict[str, Any]], plots_dir: Path, 
                               f"{title}: разрыв train − test"),
              plot_metric_bars(results, plots_dir / f"{prefix}_comparison.png", title)]
     if per_model:
-        for name, runs in _by_model(results).items():
+        for name, runs in by_model(results).items():
             paths.append(plot_confusion_matrix(runs, plots_dir / f"{prefix}_{name}_confusion.png"))
             paths.append(plot_gradient_flow(runs[0], plots_dir / f"{prefix}_{name}_gradient_flow.png"))
     return paths
