@@ -44,10 +44,14 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
 
 
 class FullyConnected(nn.Module):
-    """A multilayer perceptron on flattened pixels: Linear-BatchNorm-ReLU(-Dropout) layers."""
+    """A multilayer perceptron on flattened pixels: Linear-BatchNorm-ReLU(-Dropout) layers.
+
+    ``scaled_head``: the classifier of the fast recipe, as in :class:`CNNWithResidual` (bias-free,
+    unit-std weights, output divided by its input width), so both take the same optimiser."""
 
     def __init__(self, input_shape: Sequence[int], num_classes: int = 10,
-                 hidden: Sequence[int] = (512, 256, 128), dropout: float = 0.0) -> None:
+                 hidden: Sequence[int] = (512, 256, 128), dropout: float = 0.0,
+                 scaled_head: bool = False) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         width = int(torch.tensor(input_shape).prod())
@@ -56,11 +60,17 @@ class FullyConnected(nn.Module):
             if dropout:
                 layers.append(nn.Dropout(dropout))
             width = h
-        layers.append(nn.Linear(width, num_classes))
+        head = nn.Linear(width, num_classes, bias=not scaled_head)
+        if scaled_head:
+            with torch.no_grad():
+                head.weight /= head.weight.std()
+        layers.append(head)
         self.net = nn.Sequential(*layers)
+        self.head_scale = 1 / width if scaled_head else 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        x = self.net(x)
+        return x * self.head_scale if self.head_scale != 1.0 else x
 
 
 class SimpleCNN(nn.Module):

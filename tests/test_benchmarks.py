@@ -79,18 +79,23 @@ def test_bench_scripts_reports_a_failing_script(tmp_path):
     assert proc.returncode == 1 and "FAILED with exit code 2" in proc.stdout
 
 
-def test_benchmark_models_are_task_1s():
+def test_benchmark_models_are_task_1s_and_the_recipe_baseline():
     from types import SimpleNamespace
 
-    from benchmarks.common import LR, MODELS
+    from benchmarks.bench_time_to_accuracy import RECIPES
+    from benchmarks.common import LR, MODELS, make_config
     from homework_cnn_vs_fc_comparison import EXPERIMENTS
+    from models.cnn_models import CNNWithResidual
     from utils.data import DATASETS
-    for dataset, part in (("mnist", "1.1"), ("cifar10", "1.2")):
-        d = DATASETS[dataset]
-        spec = next(s for s in EXPERIMENTS[part].models(SimpleNamespace(shape=d.shape, classes=d.classes))
-                    if s.name == MODELS[dataset].name)
-        assert repr(spec.build()) == repr(MODELS[dataset].build())
-        assert spec.overrides == MODELS[dataset].overrides and EXPERIMENTS[part].lr == LR
+    d = DATASETS["mnist"]
+    spec = next(s for s in EXPERIMENTS["1.1"].models(SimpleNamespace(shape=d.shape, classes=d.classes))
+                if s.name == MODELS["mnist"].name)
+    assert repr(spec.build()) == repr(MODELS["mnist"].build()) and EXPERIMENTS["1.1"].lr == LR
+    options, recipe = RECIPES["current"]
+    assert repr(CNNWithResidual(3, 10, **options)) == repr(MODELS["cifar10"].build())
+    baseline, bench = recipe(), make_config(MODELS["cifar10"])
+    assert (bench.lr, bench.augment, bench.label_smoothing) == (baseline.lr, baseline.augment,
+                                                               baseline.label_smoothing)
 
 
 def test_summary_reads_what_bench_scripts_prints(tmp_path, capsys):

@@ -5,7 +5,7 @@ from dataclasses import fields
 import pytest
 import torch
 
-from models.cnn_models import BasicBlock, CNNWithResidual, WhiteningStem
+from models.cnn_models import BasicBlock, CNNWithResidual, FullyConnected, WhiteningStem
 import benchmarks.bench_time_to_accuracy as bench
 from tests.test_scripts import run_script
 from utils.data import BatchIterator, ImageSet, load_dataset, random_crop
@@ -71,6 +71,18 @@ def test_muon_groups_split_filters_head_and_biases():
     w = [g["name"] for g in opt.param_groups].index("whiten_bias")
     r = [g["name"] for g in opt.param_groups].index("rest")
     assert lambdas[w](30) == 0.0 and lambdas[r](30) > 0  # the whitening bias stops after 3 epochs
+
+def test_muon_takes_the_hidden_layers_of_a_fully_connected_net_and_it_trains():
+    model = FullyConnected((3, 32, 32), 10, hidden=(64, 32), scaled_head=True)
+    groups = {g["name"]: g for g in make_optimizer(model, fast_recipe()).param_groups}
+    head = model.net[-1]
+    assert [p.shape for p in groups["filters"]["params"]] == [(64, 3072), (32, 64)]
+    assert groups["head"]["params"] == [head.weight] and head.bias is None
+    # the classifier's large lr is safe only with the scaled head: the loss stays finite
+    result = train_model(model, tiny_set(64), tiny_set(16, seed=1),
+                         fast_recipe(epochs=3, batch_size=32, train_eval_size=16, tta=False))
+    assert not result.get("diverged") and result["train_loss"] < 5
+
 
 
 def test_alternating_flip_flips_every_other_epoch():

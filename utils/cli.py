@@ -70,7 +70,8 @@ def base_parser(description: str, parts: Sequence[str]) -> argparse.ArgumentPars
     p.add_argument("--part", choices=[*parts, "all"], default="all", help="which sub-task to run")
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="epochs per model (default: each part's own, see README)")
-    p.add_argument("--batch-size", type=batch_size, default=128)
+    p.add_argument("--batch-size", type=batch_size, default=None,
+                   help="examples per training step (default: per part, see README)")
     p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default: per part)")
     p.add_argument("--seed", type=seeds, default=[0], metavar="A[,B,...]",
                    help="seed (initialisation and batch order), or a list of seeds to run each model with")
@@ -206,9 +207,11 @@ def make_config(args: argparse.Namespace, device: torch.device, epochs: int, lr:
                 **fields) -> TrainConfig:
     """The TrainConfig of one part: the part's defaults, overridden by the CLI."""
     short = args.quick or args.budget  # one epoch, unless --epochs says otherwise
+    fields = {"batch_size": 128, **fields}
+    if args.batch_size is not None:
+        fields["batch_size"] = args.batch_size
     return TrainConfig(epochs=args.epochs or (1 if short else epochs), lr=args.lr or lr,
-                       batch_size=args.batch_size, seed=args.seed, device=str(device),
-                       epoch_fraction=args.epoch_fraction, compile=args.compile, **fields)
+                       seed=args.seed, device=str(device), epoch_fraction=args.epoch_fraction, compile=args.compile, **fields)
 
 
 def run_main(main: Callable[[], argparse.Namespace]) -> None:
