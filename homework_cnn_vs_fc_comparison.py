@@ -16,7 +16,8 @@ from typing import Any
 from models.cnn_models import CNNWithResidual, FullyConnected, SimpleCNN
 from utils.cli import add_dataset_argument, base_parser, run_main, setup
 from utils.data import ImageSet
-from utils.results import ModelResult, by_model, is_reduced, markdown_table, reduced_mark, write_text_atomic
+from utils.results import (STANDARD_COLUMNS, ModelResult, by_model, is_reduced, markdown_table, reduced_mark,
+                           write_text_atomic)
 from utils.runner import Context, Experiment, ModelSpec, for_dataset, run_experiments
 from utils.training_utils import FAST_LR, FAST_MODEL_OPTIONS, FAST_RECIPE
 
@@ -78,10 +79,16 @@ def write_per_class_table(ctx: Context, results: list[ModelResult]) -> None:
 EXPERIMENTS = {
     "1.1": Experiment("mnist_comparison", "полносвязная сеть против CNN", "mnist",
                       mnist_models, epochs=8, lr=MNIST_LR, train=MNIST_TRAIN,
-                      contrasts=[("SimpleCNN", "FullyConnected"), ("ResidualCNN", "SimpleCNN")]),
+                      contrasts=[("SimpleCNN", "FullyConnected"), ("ResidualCNN", "SimpleCNN"),
+                                 ("SimpleCNN", "FullyConnected", "gap")]),
     "1.2": Experiment("cifar_comparison", "полносвязная сеть против residual CNN", "cifar10",
                       cifar_models, epochs=10, lr=FAST_LR, train=CIFAR_TRAIN, report=write_per_class_table,
-                      contrasts=[("ResidualCNN", "DeepFullyConnected"), ("ResidualCNN+reg", "ResidualCNN")]),
+                      columns=(*STANDARD_COLUMNS[:5], ("test_acc_tta", "test acc с TTA, %", "pct"),
+                               *STANDARD_COLUMNS[5:]),
+                      contrasts=[("ResidualCNN", "DeepFullyConnected"), ("ResidualCNN+reg", "ResidualCNN"),
+                                 ("ResidualCNN", "DeepFullyConnected", "gap"),
+                                 ("ResidualCNN+reg", "ResidualCNN", "gap"),
+                                 ("ResidualCNN+reg", "ResidualCNN", "test_acc_tta")]),
 }
 
 

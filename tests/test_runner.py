@@ -39,7 +39,7 @@ def test_seeds_give_one_file_each_and_a_mean_std_table(tmp_path, data_dir, capsy
     args, device = cli_args(tmp_path, data_dir, "--seeds", 3, "--seed", 5)
     analysed = []
     exp = experiment(analyse=lambda ctx, spec, model, r: analysed.append((spec.name, r["seed"])),
-                     contrasts=[("CNN+ls", "CNN")])
+                     contrasts=[("CNN+ls", "CNN"), ("CNN+ls", "CNN", "gap")])
     results = run_experiment(exp, args, device)
     out = tmp_path / "r" / "exp"
     assert {p.name for p in out.glob("*.json")} == {f"{m}_seed{s}.json" for m in ("CNN", "CNN+ls")
@@ -55,7 +55,10 @@ def test_seeds_give_one_file_each_and_a_mean_std_table(tmp_path, data_dir, capsy
     assert len((out / "summary.csv").read_text().splitlines()) == 1 + 6
     assert (tmp_path / "p" / "exp" / "mnist_learning_curves.png").stat().st_size > 0
     contrast = (out / "contrasts.md").read_text()
-    assert "| CNN+ls − CNN |" in contrast and "| paired | 3 |" in contrast
+    assert "| CNN+ls − CNN | test acc |" in contrast and "| paired | 3 |" in contrast
+    gaps = {m: [r["gap"] for r in results if r["model"] == m] for m in ("CNN", "CNN+ls")}
+    gap_row = next(line for line in contrast.splitlines() if "| train − test |" in line)
+    assert f"| {100 * (np.mean(gaps['CNN+ls']) - np.mean(gaps['CNN'])):.2f} |" in gap_row
 
     # --resume per seed: a lost seed is retrained, the others are read back
     (out / "CNN_seed6.json").unlink()

@@ -276,20 +276,27 @@ def aggregate(results: Sequence[ModelResult]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------
 # Whether two models differ (see utils/stats.py)
 
+METRIC_NAMES = {"test_acc": "test acc", "gap": "train − test", "train_acc": "train acc",
+                "test_acc_tta": "test acc с TTA"}
+
+
 def write_contrasts(experiment_dir: Path, results: Sequence[ModelResult],
-                    contrasts: Sequence[tuple[str, str]], key: str = "test_acc") -> Path:
-    """``contrasts.md``: for each declared pair (A, B), A − B in ``key`` with its 95 % interval."""
+                    contrasts: Sequence[tuple[str, ...]]) -> Path:
+    """``contrasts.md``: for each declared pair (A, B[, key]), A − B in ``key`` (default test
+    accuracy; any fraction-valued result key) with its 95 % interval."""
     groups = by_model(results)
     rows = []
-    for a, b in contrasts:
+    for a, b, *rest in contrasts:
+        key = rest[0] if rest else "test_acc"
         if a not in groups or b not in groups:
             continue
         c = compare(groups[a], groups[b], key)
-        rows.append({"contrast": f"{a} − {b}", "diff": c["diff"], "ci": "–" if c["diff"] is None else
-                     f"[{100 * c['low']:+.2f}; {100 * c['high']:+.2f}]", "test": c["test"], "n": c["n"],
+        rows.append({"contrast": f"{a} − {b}", "metric": METRIC_NAMES.get(key, key), "diff": c["diff"],
+                     "ci": "–" if c["diff"] is None else f"[{100 * c['low']:+.2f}; {100 * c['high']:+.2f}]",
+                     "test": c["test"], "n": c["n"],
                      "verdict": "нужно ≥ 2 сидов" if c["diff"] is None
                      else "различие реально" if c["real"] else "в пределах шума"})
-    columns = [("contrast", "сравнение", "str"), ("diff", f"разница {key}, п.п.", "pct"),
+    columns = [("contrast", "сравнение", "str"), ("metric", "метрика", "str"), ("diff", "разница, п.п.", "pct"),
                ("ci", "95 % ДИ, п.п.", "str"), ("test", "t-интервал", "str"), ("n", "сидов", "int"),
                ("verdict", "вывод", "str")]
     path = Path(experiment_dir) / "contrasts.md"

@@ -68,8 +68,9 @@ class Experiment:
     seeds: int | None = None                     # a fixed number of seeds (default: --seeds)
     per_model_figures: bool = True               # confusion matrix and gradient flow per model
     # The pairs of models whose difference the experiment is about (declared before the runs):
-    # contrasts.md gives each difference with its 95 % interval.
-    contrasts: Sequence[tuple[str, str]] = ()
+    # contrasts.md gives each difference with its 95 % interval (test accuracy, or the result key
+    # named third, e.g. ("A", "B", "gap")).
+    contrasts: Sequence[tuple[str, ...]] = ()
     # Called with every trained model while it exists; may add keys to the result before it is
     # written (receptive fields, FLOPs, saved arrays for figures).
     analyse: Callable[[Context, ModelSpec, nn.Module, ModelResult], None] | None = None
