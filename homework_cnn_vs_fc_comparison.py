@@ -16,8 +16,7 @@ from typing import Any
 from models.cnn_models import CNNWithResidual, FullyConnected, SimpleCNN
 from utils.cli import add_dataset_argument, base_parser, run_main, setup
 from utils.data import ImageSet
-from utils.results import (STANDARD_COLUMNS, ModelResult, by_model, is_reduced, markdown_table, reduced_mark,
-                           write_text_atomic)
+from utils.results import STANDARD_COLUMNS, ModelResult, by_model, is_reduced, write_markdown_table
 from utils.runner import Context, Experiment, ModelSpec, for_dataset, run_experiments
 from utils.training_utils import FAST_LR, FAST_MODEL_OPTIONS, FAST_RECIPE
 
@@ -72,8 +71,7 @@ def write_per_class_table(ctx: Context, results: list[ModelResult]) -> None:
                          / max(1, sum(sum(r["confusion_matrix"][i]) for r in runs)))
         rows.append(row)
     columns = [("class", "класс", "str")] + [(m, m + ", %", "pct") for m in groups]
-    write_text_atomic(ctx.out / "per_class.md",
-                      reduced_mark(is_reduced(results)) + markdown_table(rows, columns) + "\n")
+    write_markdown_table(ctx.out / "per_class.md", rows, columns, is_reduced(results))
 
 
 EXPERIMENTS = {

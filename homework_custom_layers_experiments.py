@@ -28,8 +28,8 @@ from models.custom_layers import (CUSTOM_LAYERS, STANDARD_LAYERS, ChannelSpatial
                                   MixedPool2d, Swish, WSConv2d, swish_bwd, swish_fwd)
 from utils.cli import add_dataset_argument, base_parser, is_reduced_run, run_main, setup
 from utils.data import ImageSet
-from utils.results import (STANDARD_COLUMNS, ModelResult, by_model, check_replicates, is_reduced,
-                           markdown_table, reduced_mark, run_caption, write_json_atomic, write_text_atomic)
+from utils.results import (STANDARD_COLUMNS, ModelResult, aggregate, by_model, is_reduced, run_caption,
+                           write_json_atomic, write_markdown_table)
 from utils.runner import Context, Experiment, ModelSpec, for_dataset, run_experiments
 from utils.training_utils import timed
 from utils.visualization_utils import (plot_function_panels, plot_grad_norm_traces, plot_image_grid,
@@ -121,8 +121,7 @@ def benchmark_layers(args: argparse.Namespace, device: torch.device, folder: str
                f"слои в режиме train, свежая инициализация"
                + ("; **--quick: цифры не показательны**" if args.quick else "") + "_")
     write_json_atomic(out / "layer_benchmark.json", {"rows": rows, "caption": caption})
-    write_text_atomic(out / "layer_benchmark.md", reduced_mark(is_reduced_run(args))
-                      + markdown_table(rows, columns) + "\n\n" + caption + "\n")
+    write_markdown_table(out / "layer_benchmark.md", rows, columns, is_reduced_run(args), caption)
     return rows
 
 
@@ -267,33 +266,32 @@ def flops(ctx: Context, spec: ModelSpec, model: nn.Module, result: ModelResult) 
     result["mflops"] = count_flops(model, ctx.train.shape) / 1e6
 
 
-def stability_rows(groups: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Per block: mean ± std of the final metrics over seeds and statistics of the gradient norm."""
+def stability_rows(results: Sequence[ModelResult]) -> list[dict[str, Any]]:
+    """Per block: mean ± std of the final metrics over seeds (``aggregate``) and statistics of
+    the gradient norm over all its logged steps."""
+    groups = by_model(results)
     rows = []
-    for name, runs in groups.items():
-        check_replicates(runs)
-        acc = np.array([r["test_acc"] for r in runs])
-        loss = np.array([r["test_loss"] for r in runs])
+    for row in aggregate(results):
+        runs = groups[row["model"]]
         grads = np.array([g for r in runs for h in r["history"] for g in h["grad_total_norm"]])
         # Spread of the loss curves: std across seeds of the running train loss, averaged over epochs.
         n = min(len(r["history"]) for r in runs)
         curves = np.array([[h["running_loss"] for h in r["history"][:n]] for r in runs])
         rows.append({
-            "block": name, "seeds": len(runs),
-            "test_acc": f"{100 * acc.mean():.2f} ± {100 * acc.std(ddof=1) if len(acc) > 1 else 0:.2f}",
-            "test_loss": f"{loss.mean():.4f} ± {loss.std(ddof=1) if len(loss) > 1 else 0:.4f}",
+            "block": row["model"], "seeds": row["n"],
+            **{k: row.get(k) for k in ("test_acc", "test_acc_std", "test_loss", "test_loss_std")},
             "loss_curve_std": float(curves.std(0).mean()),
             "grad_median": float(np.median(grads)), "grad_max": float(grads.max()),
             "grad_cv": float(grads.std() / grads.mean()),
             "grad_max_over_median": float(grads.max() / np.median(grads)),
-            "diverged": sum(bool(r.get("diverged")) for r in runs),
+            "diverged": row["diverged"],
         })
     return rows
 
 
 STABILITY_COLUMNS = [
-    ("block", "блок", "str"), ("seeds", "сидов", "int"), ("test_acc", "test acc, % (mean ± std)", "str"),
-    ("test_loss", "test loss (mean ± std)", "str"),
+    ("block", "блок", "str"), ("seeds", "сидов", "int"), ("test_acc", "test acc, %", "pct"),
+    ("test_loss", "test loss", "f4"),
     ("loss_curve_std", "разброс кривой train loss (std по сидам)", "f4"),
     ("grad_median", "‖∇‖ медиана", "f2"), ("grad_max", "‖∇‖ max", "f2"),
     ("grad_cv", "‖∇‖ std/mean", "f2"), ("grad_max_over_median", "‖∇‖ max/медиана", "f2"),
@@ -304,10 +302,10 @@ def stability_report(ctx: Context, results: list[ModelResult]) -> None:
     """3.2: training stability of each block from the full-length runs: the spread over seeds
     and the statistics of the gradient norm."""
     groups = by_model(results)
-    rows = stability_rows(groups)
+    rows = stability_rows(results)
     write_json_atomic(ctx.out / "stability.json", rows)
-    write_text_atomic(ctx.out / "stability.md", reduced_mark(is_reduced(results))
-                      + markdown_table(rows, STABILITY_COLUMNS) + "\n\n" + run_caption(results) + "\n")
+    write_markdown_table(ctx.out / "stability.md", rows, STABILITY_COLUMNS, is_reduced(results),
+                         run_caption(results))
     seeds = max(len(runs) for runs in groups.values())
     plot_seed_spread(groups, ctx.plots / "stability_loss_spread.png", f"Разброс по {seeds} сидам")
     plot_grad_norm_traces(groups, ctx.plots / "stability_grad_norms.png",

@@ -148,7 +148,7 @@ def test_task3_runs_on_mnist(tmp_path, data_dir):
 
 
 def test_compare_paired_by_seed_and_welch_otherwise():
-    from utils.stats import compare, describe_difference, t_quantile
+    from utils.stats import compare, t_quantile, verdict
     assert [round(t_quantile(0.975, df), 3) for df in (1, 2, 4, 30)] == [12.706, 4.303, 2.776, 2.042]
     a = [{"seed": s, "test_acc": v} for s, v in zip((0, 1, 2), (0.90, 0.91, 0.92))]
     b = [{"seed": s, "test_acc": v} for s, v in zip((0, 1, 2), (0.88, 0.885, 0.90))]
@@ -160,5 +160,6 @@ def test_compare_paired_by_seed_and_welch_otherwise():
     other_seeds = [{**r, "seed": r["seed"] + 10} for r in b]
     welch = compare(a, other_seeds)
     assert welch["test"] == "Welch" and welch["low"] < 0 < welch["high"] and not welch["real"]
-    assert "в пределах шума" in describe_difference(welch) and "реально" in describe_difference(paired)
-    assert compare(a[:1], b[:1])["diff"] is None
+    half_welch = 100 * (welch["high"] - welch["low"]) / 2
+    assert verdict(welch) == f"в пределах шума (±{half_welch:.2f} п.п.)" and verdict(paired) == "различие реально"
+    assert compare(a[:1], b[:1])["diff"] is None and verdict(compare(a[:1], b[:1])) == "нужно ≥ 2 сидов"

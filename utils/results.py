@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Sequence, TypedDict
 import numpy as np
 import torch
 
-from utils.stats import compare
+from utils.stats import compare, verdict
 
 
 class ModelResult(TypedDict, total=False):
@@ -294,17 +294,14 @@ def write_contrasts(experiment_dir: Path, results: Sequence[ModelResult],
         rows.append({"contrast": f"{a} − {b}", "metric": METRIC_NAMES.get(key, key), "diff": c["diff"],
                      "ci": "–" if c["diff"] is None else f"[{100 * c['low']:+.2f}; {100 * c['high']:+.2f}]",
                      "test": c["test"], "n": c["n"],
-                     "verdict": "нужно ≥ 2 сидов" if c["diff"] is None
-                     else "различие реально" if c["real"] else "в пределах шума"})
+                     "verdict": verdict(c)})
     columns = [("contrast", "сравнение", "str"), ("metric", "метрика", "str"), ("diff", "разница, п.п.", "pct"),
                ("ci", "95 % ДИ, п.п.", "str"), ("test", "t-интервал", "str"), ("n", "сидов", "int"),
                ("verdict", "вывод", "str")]
-    path = Path(experiment_dir) / "contrasts.md"
-    write_text_atomic(path, reduced_mark(is_reduced(results)) + markdown_table(rows, columns) + "\n\n"
-                      + "_Разница средних и её 95 % t-интервал: парный по сидам, где модели обучались с "
-                        "одними сидами, иначе Уэлча. Различие реально, только если интервал не содержит "
-                        "нуля._\n")
-    return path
+    return write_markdown_table(Path(experiment_dir) / "contrasts.md", rows, columns, is_reduced(results),
+                                "_Разница средних и её 95 % t-интервал: парный по сидам, где модели обучались "
+                                "с одними сидами, иначе Уэлча. Различие реально, только если интервал не "
+                                "содержит нуля._")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,6 +340,15 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, 
     sep = "| " + " | ".join("---" for _ in columns) + " |"
     body = ["| " + " | ".join(_cell(r, k, f) for k, _, f in columns) + " |" for r in rows]
     return "\n".join([head, sep, *body])
+
+
+def write_markdown_table(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]],
+                         reduced: bool, caption: str = "") -> Path:
+    """A markdown table file (with ``caption`` below it), marked when it comes from a reduced run
+    so that :func:`update_readme` never copies it into a README."""
+    text = reduced_mark(reduced) + markdown_table(rows, columns) + "\n"
+    write_text_atomic(Path(path), text + ("\n" + caption + "\n" if caption else ""))
+    return Path(path)
 
 
 STANDARD_COLUMNS = (
@@ -396,11 +402,8 @@ def write_table(experiment_dir: Path, results: Sequence[dict[str, Any]],
     rows = aggregate(results)
     if any(r["n"] > 1 for r in rows) and not any(k == "n" for k, _, _ in columns):
         columns = [columns[0], ("n", "сидов", "int"), *columns[1:]]
-    text = (reduced_mark(is_reduced(results)) + markdown_table(rows, columns) + "\n\n"
-            + run_caption(results) + "\n")
-    path = Path(experiment_dir) / name
-    write_text_atomic(path, text)
-    return path
+    return write_markdown_table(Path(experiment_dir) / name, rows, columns, is_reduced(results),
+                                run_caption(results))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,7 +455,7 @@ def record_run(results_dir: Path, script: str, part: str, preset: str, seconds: 
         "device": device, "cpu": cpu_name(), "torch": torch.__version__, "commit": git_commit()})
     runs = load_results(out)
     reduced = any(r.get("preset") != "default" for r in runs)
-    write_text_atomic(out / "table.md", reduced_mark(reduced) + markdown_table(runs, RUN_COLUMNS) + "\n")
+    write_markdown_table(out / "table.md", runs, RUN_COLUMNS, reduced)
 
 
 # ---------------------------------------------------------------------------------------------

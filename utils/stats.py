@@ -81,10 +81,10 @@ def compare(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], key: str =
             "real": bool(diff - half > 0 or diff + half < 0)}
 
 
-def describe_difference(c: dict[str, Any], scale: float = 100.0, unit: str = "п.п.") -> str:
-    """One sentence for the README: the difference, its interval and whether it is real."""
+def verdict(c: dict[str, Any], scale: float = 100.0, unit: str = "п.п.") -> str:
+    """What a comparison from :func:`compare` allows one to say, in the README's words."""
     if c["diff"] is None:
-        return "меньше двух сидов — разницу оценить нельзя"
-    d, lo, hi = (scale * c[k] for k in ("diff", "low", "high"))
-    verdict = "различие реально" if c["real"] else f"в пределах шума между прогонами (±{(hi - lo) / 2:.2f} {unit})"
-    return f"{d:+.2f} {unit}, 95 % ДИ [{lo:+.2f}; {hi:+.2f}] ({c['test']}, n = {c['n']}): {verdict}"
+        return "нужно ≥ 2 сидов"
+    if c["real"]:
+        return "различие реально"
+    return f"в пределах шума (±{scale * (c['high'] - c['low']) / 2:.2f} {unit})"

@@ -219,13 +219,11 @@ def measure_inference(model: nn.Module, data: ImageSet, cfg: TrainConfig,
         if i >= warmup_batches:
             break
         model(x)
-    device = torch.device(cfg.device)
-    synchronize(device)
-    start = time.perf_counter()
-    for x, _ in batches:
-        model(x)
-    synchronize(device)
-    seconds = time.perf_counter() - start
+
+    def classify_all() -> None:
+        for x, _ in batches:
+            model(x)
+    seconds = timed(classify_all, cfg.device)[0]
     return {"inference_time_s": seconds, "inference_images_per_s": len(data) / seconds}
 
 
