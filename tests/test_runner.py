@@ -163,3 +163,10 @@ def test_compare_paired_by_seed_and_welch_otherwise():
     half_welch = 100 * (welch["high"] - welch["low"]) / 2
     assert verdict(welch) == f"в пределах шума (±{half_welch:.2f} п.п.)" and verdict(paired) == "различие реально"
     assert compare(a[:1], b[:1])["diff"] is None and verdict(compare(a[:1], b[:1])) == "нужно ≥ 2 сидов"
+
+
+def test_run_records_keep_the_flags_that_change_a_run_but_not_paths():
+    from utils.results import run_flags
+    argv = ["--data-dir", "../shared/data", "--no-download", "--seeds", "3", "--results-dir=out",
+            "--resume", "--plots-dir", "p", "--threads", "2"]
+    assert run_flags(argv) == "--no-download --seeds 3 --resume --threads 2"

@@ -426,7 +426,22 @@ def peak_rss_mb() -> float:
 
 RUN_COLUMNS = (("script", "скрипт", "str"), ("part", "часть", "str"), ("preset", "режим", "str"),
                ("wall_time_min", "время, мин", "f2"), ("peak_rss_mb", "пик RSS, МБ", "int"),
-               ("device", "устройство", "str"), ("cpu", "процессор", "str"), ("commit", "коммит", "str"))
+               ("device", "устройство", "str"), ("cpu", "процессор", "str"), ("commit", "коммит", "str"),
+               ("flags", "флаги", "str"))
+PATH_FLAGS = ("--data-dir", "--results-dir", "--plots-dir")  # left out of a run's "flags"
+
+
+def run_flags(argv: Sequence[str]) -> str:
+    """The flags of a run that change what it does (seeds, --resume, epochs...), without paths."""
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in PATH_FLAGS:
+            skip = True
+        elif not a.startswith(PATH_FLAGS):
+            kept.append(a)
+    return " ".join(kept)
 
 
 def git_commit() -> str | None:
@@ -451,7 +466,7 @@ def record_run(results_dir: Path, script: str, part: str, preset: str, seconds: 
     name = script if part == "all" else f"{script}_part{part}"
     write_json_atomic(out / f"{name}.json", {
         "model": script, "script": script, "part": part, "preset": preset,
-        "argv": sys.argv[1:], "wall_time_min": seconds / 60, "peak_rss_mb": peak_rss_mb(),
+        "argv": sys.argv[1:], "flags": run_flags(sys.argv[1:]), "wall_time_min": seconds / 60, "peak_rss_mb": peak_rss_mb(),
         "device": device, "cpu": cpu_name(), "torch": torch.__version__, "commit": git_commit()})
     runs = load_results(out)
     reduced = any(r.get("preset") != "default" for r in runs)

@@ -57,7 +57,7 @@ def plot_learning_curves(results: Sequence[dict[str, Any]], path: Path, title: s
         for part, style in (("train", "-"), ("test", "--")):
             for ax, key, scale in ((axes[0], f"{part}_loss", 1.0), (axes[1], f"{part}_acc", 100.0)):
                 epochs, mean, std = _curve(runs, key, scale)
-                ax.plot(epochs, mean, style, color=c, marker=".", label=f"{_label(name, runs)} ({part})")
+                ax.plot(epochs, mean, style, color=c, marker=".", label=f"{name}, {part}")
                 if len(runs) > 1:
                     ax.fill_between(epochs, mean - std, mean + std, color=c, alpha=0.15)
     axes[0].set(title="Функция потерь (сплошная — train, штрих — test)", xlabel="эпоха",
@@ -67,8 +67,19 @@ def plot_learning_curves(results: Sequence[dict[str, Any]], path: Path, title: s
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes[1].legend(fontsize=8, loc="lower right")
-    fig.suptitle(title)
+    seeds = max(len(runs) for runs in groups.values())
+    fig.suptitle(title + (f" (среднее и ±std по {seeds} сидам)" if seeds > 1 else ""))
     return _save(fig, path)
+
+
+# Bar-chart metrics computed from a result rather than read from it.
+DERIVED = {"test_error": lambda r: None if r.get("test_acc") is None else 1 - r["test_acc"]}
+
+
+def _bar_text(value: float) -> str:
+    if not np.isfinite(value):
+        return "–"
+    return f"{value:,.0f}".replace(",", " ") if abs(value) >= 1000 else f"{value:.4g}"
 
 
 def plot_overfitting(results: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
@@ -156,23 +167,25 @@ def plot_gradient_flow(result: dict[str, Any], path: Path) -> Path:
 
 
 def plot_metric_bars(results: Sequence[dict[str, Any]], path: Path, title: str,
-                     metrics: Sequence[tuple[str, str, float]] = (("test_acc", "test accuracy, %", 100.0),
+                     metrics: Sequence[tuple[str, str, float]] = (("test_error", "ошибка на тесте, %", 100.0),
                                                                   ("params", "параметры", 1.0),
                                                                   ("train_time_s", "обучение, с", 1.0),
                                                                   ("inference_time_s", "инференс test, с", 1.0))
                      ) -> Path:
     """One bar chart per metric, models side by side: the mean over seeds with ±std error bars
-    and its value on the bar; every axis starts at zero."""
+    and its value on the bar; every axis starts at zero (so accuracy is shown as the error,
+    100 − accuracy: from zero, 99.0 and 99.5 % would look the same)."""
     groups = by_model(results)
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 4))
     names = list(groups)
     colors = sns.color_palette("tab10", len(names))
     for ax, (key, label, scale) in zip(np.atleast_1d(axes), metrics):
-        values = [[r[key] * scale for r in runs if r.get(key) is not None] for runs in groups.values()]
+        get = DERIVED.get(key, lambda r, key=key: r.get(key))
+        values = [[get(r) * scale for r in runs if get(r) is not None] for runs in groups.values()]
         means = [np.mean(v) if v else np.nan for v in values]
         stds = [np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in values]
         bars = ax.bar(range(len(names)), means, yerr=stds if any(stds) else None, color=colors, capsize=4)
-        ax.bar_label(bars, labels=[f"{m:.4g}" if np.isfinite(m) else "–" for m in means], fontsize=7)
+        ax.bar_label(bars, labels=[_bar_text(m) for m in means], fontsize=7, padding=2)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
         ax.set(title=label)
         ax.set_ylim(bottom=0)
