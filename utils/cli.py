@@ -13,7 +13,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from utils.data import DATASETS, DataError, ImageSet, load_dataset
-from utils.results import OutputError, experiment_lock, prepare_output_dir, record_run
+from utils.results import OutputError, experiment_lock, git_commit, prepare_output_dir, record_run
 from utils.training_utils import DeviceError, TrainConfig, resolve_device
 
 QUICK_TRAIN, QUICK_TEST = 256, 128  # --quick: a small subset and one epoch (a smoke test, < 1 min)
@@ -221,12 +221,12 @@ def make_config(args: argparse.Namespace, device: torch.device, epochs: int, lr:
 def run_main(main: Callable[[], argparse.Namespace]) -> None:
     """Run a script's ``main`` (which returns its parsed arguments), record its wall time and
     peak memory; user errors become one line on stderr and exit code 2."""
-    start = time.perf_counter()
+    start, commit = time.perf_counter(), git_commit()  # the code that runs, not the code at the end
     try:
         args = main()
         preset = "quick" if args.quick else preset_name(args) or "default"
         record_run(args.results_dir, Path(sys.argv[0]).stem, args.part, preset,
-                   time.perf_counter() - start, getattr(args, "resolved_device", args.device))
+                   time.perf_counter() - start, getattr(args, "resolved_device", args.device), commit)
     except (DataError, DeviceError, OutputError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

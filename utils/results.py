@@ -460,14 +460,16 @@ def git_commit() -> str | None:
 
 
 def record_run(results_dir: Path, script: str, part: str, preset: str, seconds: float,
-               device: str) -> None:
-    """Write the wall time and peak memory of a whole script run to ``<results>/runs/``."""
+               device: str, commit: str | None = None) -> None:
+    """Write the wall time and peak memory of a whole script run to ``<results>/runs/``, with the
+    git commit it ran (``commit``, taken when it started; by default the one checked out now)."""
     out = Path(results_dir) / "runs"
     name = script if part == "all" else f"{script}_part{part}"
     write_json_atomic(out / f"{name}.json", {
         "model": script, "script": script, "part": part, "preset": preset,
         "argv": sys.argv[1:], "flags": run_flags(sys.argv[1:]), "wall_time_min": seconds / 60, "peak_rss_mb": peak_rss_mb(),
-        "device": device, "cpu": cpu_name(), "torch": torch.__version__, "commit": git_commit()})
+        "device": device, "cpu": cpu_name(), "torch": torch.__version__,
+        "commit": commit or git_commit()})
     runs = load_results(out)
     reduced = any(r.get("preset") != "default" for r in runs)
     write_markdown_table(out / "table.md", runs, RUN_COLUMNS, reduced)
