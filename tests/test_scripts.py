@@ -78,3 +78,22 @@ def test_unavailable_device(tmp_path, data_dir):
     proc = run_script("homework_cnn_vs_fc_comparison.py", "--device", "cuda", "--data-dir", data_dir)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "CUDA is not available" in proc.stderr
+
+
+def test_validation_holds_out_training_images_and_never_reads_the_test_set(tmp_path, data_dir):
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(data_dir / "MNIST", data / "MNIST")
+    for f in (data / "MNIST" / "raw").glob("t10k-*"):
+        f.unlink()  # the test split is gone: a run that reads it fails
+    proc = run_script("homework_cnn_vs_fc_comparison.py", "--part", "1.1", "--validation", 40, "--epochs", 1,
+                      "--no-download", "--threads", 1, "--data-dir", data, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "results" / "quick" / "mnist_comparison"  # a reduced run: never in results/
+    result = json.loads((out / "SimpleCNN_seed0.json").read_text())
+    assert (result["config"]["train_size"], result["config"]["test_size"]) == (200, 40)
+    assert "validation 40" in result["config"]["preset"]
+    assert (out / "table.md").read_text().startswith("<!-- reduced run")
+    proc = run_script("homework_cnn_vs_fc_comparison.py", "--part", "1.1", "--validation", 239,
+                      "--no-download", "--data-dir", data, cwd=tmp_path)
+    assert proc.returncode == 2 and "--validation 239" in proc.stderr and "Traceback" not in proc.stderr

@@ -102,6 +102,9 @@ def base_parser(description: str, parts: Sequence[str]) -> argparse.ArgumentPars
     p.add_argument("--epoch-fraction", type=fraction, default=1.0,
                    help="train on this share of each epoch's batches (evaluation stays full): "
                         "for timing projections, see benchmarks/bench_scripts.py")
+    p.add_argument("--validation", type=positive_int, default=None, metavar="N",
+                   help="choose budgets without the test set: the last N training images become the "
+                        "evaluation set and the test set is not read (a reduced run)")
     p.add_argument("--resume", action="store_true",
                    help="skip models whose results exist with the same config")
     p.add_argument("--overwrite", action="store_true",
@@ -117,7 +120,7 @@ REDUCED_OUTPUTS = (Path("results/quick"), Path("plots/quick"))
 
 
 def is_reduced_run(args: argparse.Namespace) -> bool:
-    return bool(args.quick or args.budget or args.epoch_fraction < 1)
+    return bool(args.quick or args.budget or args.epoch_fraction < 1 or getattr(args, "validation", None))
 
 
 def resolve_outputs(args: argparse.Namespace) -> None:
@@ -185,7 +188,13 @@ def load_splits(name: str, args: argparse.Namespace, train_size: int | None = No
     """Train and test splits (subsets with --quick or --budget, then ``train_size`` /
     ``test_size`` images where an experiment fixes them) and a description saved with the results."""
     train = load_dataset(name, "train", args.data_dir, download=not args.no_download)
-    test = load_dataset(name, "test", args.data_dir, download=not args.no_download)
+    if getattr(args, "validation", None):  # the test set stays unread
+        if not args.validation < len(train) - 1:
+            raise DataError(f"{name}: --validation {args.validation} leaves fewer than 2 of "
+                            f"{len(train)} training images")
+        train, test = train.split(args.validation)
+    else:
+        test = load_dataset(name, "test", args.data_dir, download=not args.no_download)
     if args.quick:
         train, test = train.subset(QUICK_TRAIN, args.seed), test.subset(QUICK_TEST, args.seed)
     elif args.budget:
@@ -202,6 +211,8 @@ def load_splits(name: str, args: argparse.Namespace, train_size: int | None = No
 def preset_name(args: argparse.Namespace) -> str | None:
     """How a run was shortened, for the captions of its tables (None: a full run)."""
     names = ["budget"] if args.budget else []  # --quick has its own flag in the captions
+    if getattr(args, "validation", None):
+        names.append(f"validation {args.validation}")
     if args.epoch_fraction < 1:
         names.append(f"epoch-fraction {args.epoch_fraction:g}")
     return " + ".join(names) or None
