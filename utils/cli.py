@@ -120,7 +120,7 @@ REDUCED_OUTPUTS = (Path("results/quick"), Path("plots/quick"))
 
 
 def is_reduced_run(args: argparse.Namespace) -> bool:
-    return bool(args.quick or args.budget or args.epoch_fraction < 1 or getattr(args, "validation", None))
+    return bool(args.quick or args.budget or args.epoch_fraction < 1 or args.validation)
 
 
 def resolve_outputs(args: argparse.Namespace) -> None:
@@ -188,7 +188,7 @@ def load_splits(name: str, args: argparse.Namespace, train_size: int | None = No
     """Train and test splits (subsets with --quick or --budget, then ``train_size`` /
     ``test_size`` images where an experiment fixes them) and a description saved with the results."""
     train = load_dataset(name, "train", args.data_dir, download=not args.no_download)
-    if getattr(args, "validation", None):  # the test set stays unread
+    if args.validation:  # the test set stays unread
         if not args.validation < len(train) - 1:
             raise DataError(f"{name}: --validation {args.validation} leaves fewer than 2 of "
                             f"{len(train)} training images")
@@ -211,7 +211,7 @@ def load_splits(name: str, args: argparse.Namespace, train_size: int | None = No
 def preset_name(args: argparse.Namespace) -> str | None:
     """How a run was shortened, for the captions of its tables (None: a full run)."""
     names = ["budget"] if args.budget else []  # --quick has its own flag in the captions
-    if getattr(args, "validation", None):
+    if args.validation:
         names.append(f"validation {args.validation}")
     if args.epoch_fraction < 1:
         names.append(f"epoch-fraction {args.epoch_fraction:g}")
