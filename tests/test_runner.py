@@ -90,6 +90,9 @@ def test_aggregate_refuses_to_pool_other_configs():
     assert rows[0]["n"] == 2 and rows[0]["test_acc"] == pytest.approx(0.6)
     assert rows[0]["test_acc_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
     assert "60.00 ± 14.14" in markdown_table(rows, [("test_acc", "acc", "pct")])
+    flops = aggregate([{**base, "seed": 0, "mflops": 12.5}, {**base, "seed": 1, "mflops": 12.5,
+                                                              "config": {"lr": 0.1, "seed": 1}}])
+    assert "| 12.50 |" in markdown_table(flops, [("mflops", "MFLOPs", "f2")])  # the same in every seed: no "± 0"
     with pytest.raises(OutputError, match="lr"):
         aggregate([base, {**base, "seed": 1, "config": {"lr": 0.2, "seed": 1}}])
 

@@ -264,7 +264,8 @@ def aggregate(results: Sequence[ModelResult]) -> list[dict[str, Any]]:
             numbers = [v for v in values if _is_number(v)]
             if numbers and all(v is None or _is_number(v) for v in values):
                 row[key] = float(np.mean(numbers)) if len(runs) > 1 else numbers[0]
-                if len(numbers) > 1:
+                # A value the same in every seed (FLOPs) is a property of the model: no "± 0".
+                if len(numbers) > 1 and not np.allclose(numbers, numbers[0], rtol=1e-9, atol=0):
                     row[f"{key}_std"] = float(np.std(numbers, ddof=1))
             else:
                 row[key] = value
