@@ -252,7 +252,8 @@ DEPTH_COLUMNS = (
 EXPERIMENTS = {
     "2.1": Experiment("architecture_analysis/kernels", f"размер ядра при ~{KERNEL_BUDGET // 1000}k параметров",
                       "cifar10", kernel_models, epochs=KERNEL_EPOCHS, lr=LR, train=TRAIN,
-                      columns=KERNEL_COLUMNS, per_model_figures=False, analyse=analyse_kernel_model, report=kernel_figures,
+                      columns=KERNEL_COLUMNS, per_model_figures=False, analyse=analyse_kernel_model,
+                      report=kernel_figures,
                       contrasts=[("5x5", "3x3"), ("7x7", "3x3"), ("1x1+3x3", "3x3")]),
     "2.2": Experiment("architecture_analysis/depth", "глубина, BatchNorm и residual-связи", "cifar10",
                       depth_models, epochs=DEPTH_EPOCHS, lr=LR, train=TRAIN, columns=DEPTH_COLUMNS,

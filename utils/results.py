@@ -250,7 +250,7 @@ def _is_number(value: Any) -> bool:
 
 def aggregate(results: Sequence[ModelResult]) -> list[dict[str, Any]]:
     """One row per model: every numeric top-level value as the mean over its seeds, with
-    ``<key>_std`` (sample std, ddof 1) when there are several, and ``n`` the number of seeds.
+    ``<key>_std`` (sample std, ddof 1) when there are several that differ, and ``n`` the number of seeds.
     A value missing (None) in some seed, such as the loss of a diverged one, is averaged over the
     others. Results whose configs differ in more than the seed are refused."""
     rows = []
@@ -264,7 +264,7 @@ def aggregate(results: Sequence[ModelResult]) -> list[dict[str, Any]]:
             numbers = [v for v in values if _is_number(v)]
             if numbers and all(v is None or _is_number(v) for v in values):
                 row[key] = float(np.mean(numbers)) if len(runs) > 1 else numbers[0]
-                # A value the same in every seed (FLOPs) is a property of the model: no "± 0".
+                # A value the same in every seed (FLOPs) is a property of the model, not a spread.
                 if len(numbers) > 1 and not np.allclose(numbers, numbers[0], rtol=1e-9, atol=0):
                     row[f"{key}_std"] = float(np.std(numbers, ddof=1))
             else:
