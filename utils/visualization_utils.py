@@ -5,7 +5,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import matplotlib
+import matplotlib.cm
 import matplotlib.colors
+import matplotlib.lines
 import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only; no display on servers and CI
@@ -49,24 +51,27 @@ def _label(name: str, runs: Sequence[dict[str, Any]]) -> str:
 
 def plot_learning_curves(results: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
     """Loss and accuracy per epoch: train (solid) and test (dashed), one colour per model; with
-    several seeds the mean and a ±std band."""
+    several seeds the mean and a ±std band. The legend (one entry per model) sits outside the
+    axes, so that it hides no curve however many models there are."""
     groups = by_model(results)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     colors = sns.color_palette("tab10", len(groups))
     for (name, runs), c in zip(groups.items(), colors):
         for part, style in (("train", "-"), ("test", "--")):
             for ax, key, scale in ((axes[0], f"{part}_loss", 1.0), (axes[1], f"{part}_acc", 100.0)):
                 epochs, mean, std = _curve(runs, key, scale)
-                ax.plot(epochs, mean, style, color=c, marker=".", label=f"{name}, {part}")
+                ax.plot(epochs, mean, style, color=c, marker=".", label=name if part == "train" else None)
                 if len(runs) > 1:
                     ax.fill_between(epochs, mean - std, mean + std, color=c, alpha=0.15)
-    axes[0].set(title="Функция потерь (сплошная — train, штрих — test)", xlabel="эпоха",
-                ylabel="кросс-энтропия", yscale="log")
+    axes[0].set(title="Функция потерь", xlabel="эпоха", ylabel="кросс-энтропия", yscale="log")
     axes[1].set(title="Точность", xlabel="эпоха", ylabel="точность, %")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    axes[1].legend(fontsize=8, loc="lower right")
+    styles = [matplotlib.lines.Line2D([], [], color="grey", ls=ls, label=label)
+              for ls, label in (("-", "train"), ("--", "test"))]
+    axes[1].legend(handles=axes[1].get_legend_handles_labels()[0] + styles, fontsize=8,
+                   loc="center left", bbox_to_anchor=(1.02, 0.5))
     seeds = max(len(runs) for runs in groups.values())
     fig.suptitle(title + (f" (среднее и ±std по {seeds} сидам)" if seeds > 1 else ""))
     return _save(fig, path)
@@ -145,24 +150,30 @@ ZERO_NOTE = "▼ у нижнего края: градиент ровно 0 (на
 
 
 def plot_gradient_flow(result: dict[str, Any], path: Path) -> Path:
-    """Per-layer gradient L2 norm (log scale): at initialisation and averaged over each epoch."""
+    """Per-layer gradient L2 norm (log scale): at initialisation (dashed) and averaged over each
+    epoch (colour = epoch, read off the colourbar: a legend of every epoch would hide the lines)."""
     layers = result["grad_layers"]
     fig, ax = plt.subplots(figsize=(max(7, 0.35 * len(layers) + 3), 4.8))
     x = np.arange(len(layers))
     ax.set_yscale("log")
     zeros = _plot_log(ax, x, result["grad_norms_init"], ls="--", color="k", marker=".", label="инициализация")
-    cmap = plt.get_cmap("viridis")
     history = result["history"]
-    for i, h in enumerate(history):
-        zeros |= _plot_log(ax, x, h["grad_norms"], marker=".", color=cmap(i / max(1, len(history) - 1)),
-                           label=f"эпоха {h['epoch']} (среднее)")
+    epochs = [h["epoch"] for h in history]
+    norm = matplotlib.colors.Normalize(min(epochs), max(max(epochs), min(epochs) + 1))
+    cmap = plt.get_cmap("viridis")
+    for h in history:
+        zeros |= _plot_log(ax, x, h["grad_norms"], marker=".", color=cmap(norm(h["epoch"])))
     if zeros:
         ax.text(0.01, 0.02, ZERO_NOTE, transform=ax.transAxes, fontsize=7, va="bottom")
+    bar = fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax)
+    bar.set_label("эпоха (среднее за эпоху)")
+    bar.locator = matplotlib.ticker.MaxNLocator(integer=True)
+    bar.update_ticks()
     ax.set_xticks(x, [n.removesuffix(".weight") for n in layers], rotation=70, fontsize=7)
     ax.set(title=f"{result['model']} (сид {result.get('seed', 0)}): нормы градиентов по слоям",
            xlabel="слой (вход → выход)", ylabel="‖∂L/∂W‖₂")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left")
     return _save(fig, path)
 
 
@@ -185,7 +196,11 @@ def plot_metric_bars(results: Sequence[dict[str, Any]], path: Path, title: str,
         means = [np.mean(v) if v else np.nan for v in values]
         stds = [np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in values]
         bars = ax.bar(range(len(names)), means, yerr=stds if any(stds) else None, color=colors, capsize=4)
-        ax.bar_label(bars, labels=[_bar_text(m) for m in means], fontsize=7, padding=2)
+        crowded = len(names) > 6  # side by side, the value labels of many bars would overlap
+        ax.bar_label(bars, labels=[_bar_text(m) for m in means], fontsize=7, padding=2,
+                     rotation=90 if crowded else 0)
+        if crowded:
+            ax.margins(y=0.2)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
         ax.set(title=label)
         ax.set_ylim(bottom=0)
