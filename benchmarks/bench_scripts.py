@@ -44,13 +44,41 @@ QUICK_TARGET_MIN = 1  # each script's --quick smoke test
 
 
 def trained_models(results_dir: Path) -> list[dict]:
-    """Every per-model result a run wrote (they are the JSON files with a training time)."""
+    """Every per-model result a run wrote (they are the JSON files with a training time); each
+    gets ``part``, the folder it was written to (e.g. ``architecture_analysis/depth``)."""
     models = []
     for path in sorted(results_dir.rglob("*.json")):
         result = json.loads(path.read_text())
         if isinstance(result, dict) and "train_time_s" in result and "full_steps_per_epoch" in result:
-            models.append(result)
+            models.append({**result, "part": path.parent.relative_to(results_dir).as_posix()})
     return models
+
+
+def model_costs(models: list[dict]) -> list[dict]:
+    """Per model: seconds of training per full epoch and minutes for all its epochs (training
+    steps only, projected like the total)."""
+    rows = []
+    for m in models:
+        full = m["train_time_s"] * m["full_steps_per_epoch"] / m["steps_per_epoch"]
+        rows.append({"part": m.get("part", "?"), "model": m["model"], "params": m["params"],
+                     "epochs": m["epochs"], "s_per_epoch": full / m["epochs"], "min": full / 60})
+    return rows
+
+
+def print_model_costs(rows: dict[str, dict]) -> None:
+    """The per-model costs of every script as a Markdown table, and the sum of each part."""
+    costs = [c for r in rows.values() for c in r.get("costs", [])]
+    if not costs:
+        return
+    print("\n| part | model | params | s / epoch | epochs | min of training |\n| --- | --- | --- | --- | --- | --- |")
+    for c in costs:
+        print(f"| {c['part']} | {c['model']} | {c['params']:,} | {c['s_per_epoch']:.1f} | {c['epochs']} "
+              f"| {c['min']:.1f} |")
+    parts = {}
+    for c in costs:
+        parts[c["part"]] = parts.get(c["part"], 0.0) + c["min"]
+    print("\nmin of training per part (one seed): "
+          + ", ".join(f"{part} {m:.1f}" for part, m in parts.items()) + f"; total {sum(parts.values()):.1f}")
 
 
 def projection(run: dict, models: list[dict]) -> dict:
@@ -63,7 +91,7 @@ def projection(run: dict, models: list[dict]) -> dict:
     data = argv[argv.index("--data-dir") + 1] if "--data-dir" in argv else "?"
     return {"wall": wall, "train": train, "other": wall - train, "full_train": full_train,
             "projected": wall - train + full_train, "peak_rss_mb": run["peak_rss_mb"],
-            "models": len(models), "how": f"{run.get('preset')}, {run.get('device')} "
+            "models": len(models), "costs": model_costs(models), "how": f"{run.get('preset')}, {run.get('device')} "
                                          f"({run.get('cpu')}, torch {run.get('torch')}), data {data}"}
 
 
@@ -136,7 +164,10 @@ def main() -> None:
     if args.report_only:
         if args.keep is None:
             sys.exit("error: --report-only reads the runs kept with --keep DIR; give that DIR")
-        print_table({s: read_run(s, args.keep / Path(s).stem) for s in args.scripts}, args.quick)
+        rows = {s: read_run(s, args.keep / Path(s).stem) for s in args.scripts}
+        print_table(rows, args.quick)
+        if not args.quick:
+            print_model_costs(rows)
         return
     if not (args.data_dir or args.synthetic):
         sys.exit("error: give --data-dir DIR or --synthetic")
@@ -152,6 +183,8 @@ def main() -> None:
                       f"projected {r['projected']:.1f} min at full epochs", flush=True)
         if rows:
             print_table(rows, args.quick)
+            if not args.quick:
+                print_model_costs(rows)
     if len(rows) < len(args.scripts):
         sys.exit(1)
 

@@ -47,11 +47,15 @@ def test_bench_pipeline_missing_data_is_one_line_exit_2(tmp_path):
 
 def test_projection_scales_only_the_training_steps():
     run = {"wall_time_min": 10.0, "peak_rss_mb": 100.0}
-    models = [{"train_time_s": 60.0, "steps_per_epoch": 5, "full_steps_per_epoch": 50},
-              {"train_time_s": 120.0, "steps_per_epoch": 10, "full_steps_per_epoch": 10}]
+    models = [{"train_time_s": 60.0, "steps_per_epoch": 5, "full_steps_per_epoch": 50, "epochs": 4,
+               "model": "A", "params": 10, "part": "x"},
+              {"train_time_s": 120.0, "steps_per_epoch": 10, "full_steps_per_epoch": 10, "epochs": 2,
+               "model": "B", "params": 20, "part": "y"}]
     p = projection(run, models)
     assert (p["train"], p["other"], p["full_train"]) == (3.0, 7.0, 12.0)
     assert p["projected"] == 19.0 and p["models"] == 2
+    # per model: 600 s of training at full epochs over 4 epochs; 120 s over 2
+    assert [(c["model"], c["s_per_epoch"], c["min"]) for c in p["costs"]] == [("A", 150.0, 10.0), ("B", 60.0, 2.0)]
 
 
 def test_bench_scripts_projects_a_script(tmp_path, data_dir):
@@ -61,6 +65,9 @@ def test_bench_scripts_projects_a_script(tmp_path, data_dir):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     row = next(line for line in proc.stdout.splitlines() if line.startswith("homework_cnn_vs_fc"))
     assert row.split()[1] == "6"  # six models trained, each at half of its epochs' batches
+    cost_rows = [line for line in proc.stdout.splitlines() if line.startswith("| mnist_comparison |")
+                 or line.startswith("| cifar_comparison |")]
+    assert len(cost_rows) == 6 and "min of training per part" in proc.stdout
     configs = [json.loads(p.read_text())["config"] for p in tmp_path.rglob("*comparison/*.json")]
     assert len(configs) == 6 and all(c["epoch_fraction"] == 0.5 for c in configs)
     run = json.loads((tmp_path / "homework_cnn_vs_fc_comparison/results/runs/"
