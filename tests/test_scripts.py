@@ -52,6 +52,9 @@ def test_task1_quick_end_to_end(tmp_path, data_dir):
                       "--part", "1.1", "--resume")
     assert proc.returncode == 0
     assert proc.stdout.count("[resume]") == 3
+    # ... and, having trained nothing, leaves the run records alone (a redraw is not a run)
+    assert "run record in results/runs/ is kept" in proc.stdout
+    assert not (tmp_path / "results" / "runs" / "homework_cnn_vs_fc_comparison_part1.1.json").exists()
 
 
 def test_missing_data_is_one_line_exit_2(tmp_path):

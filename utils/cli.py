@@ -236,8 +236,13 @@ def run_main(main: Callable[[], argparse.Namespace]) -> None:
     try:
         args = main()
         preset = "quick" if args.quick else preset_name(args) or "default"
-        record_run(args.results_dir, Path(sys.argv[0]).stem, args.part, preset,
-                   time.perf_counter() - start, getattr(args, "resolved_device", args.device), commit)
+        if args.resume and not getattr(args, "models_trained", 0):
+            # A --resume run that only redrew figures: its minutes would replace the record of
+            # the run that trained the models.
+            print("nothing was trained: the run record in results/runs/ is kept as it was")
+        else:
+            record_run(args.results_dir, Path(sys.argv[0]).stem, args.part, preset,
+                       time.perf_counter() - start, getattr(args, "resolved_device", args.device), commit)
     except (DataError, DeviceError, OutputError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

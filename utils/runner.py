@@ -169,6 +169,7 @@ def train_models(ctx: Context, specs: Sequence[ModelSpec], seeds: Sequence[int],
             ctx.experiment.analyse(ctx, spec, model, result)
         result = strict_json(result)  # what is kept in memory is what the file says
         write_json_atomic(path, result)
+        args.models_trained = getattr(args, "models_trained", 0) + 1  # run_main records only real work
         results.append(result)
         status = ("DIVERGED (non-finite loss)" if result.get("diverged")
                   else f"test acc {result['test_acc']:.4f}")

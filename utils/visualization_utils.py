@@ -89,7 +89,7 @@ def _bar_text(value: float) -> str:
 
 def plot_overfitting(results: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
     """Generalisation gap per epoch: clean train accuracy minus test accuracy (mean ± std over seeds)."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     for name, runs in by_model(results).items():
         epochs = _curve(runs, "train_acc")[0]
         gaps = np.array([100 * (np.array(_series(r, "train_acc")[1][:len(epochs)], dtype=float)
@@ -104,7 +104,7 @@ def plot_overfitting(results: Sequence[dict[str, Any]], path: Path, title: str) 
     ax.set(title=title, xlabel="эпоха", ylabel="train acc − test acc, п.п.")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: hides no curve
     return _save(fig, path)
 
 
