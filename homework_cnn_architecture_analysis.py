@@ -79,6 +79,9 @@ def depth_models(data: ImageSet) -> list[ModelSpec]:
                   notes="без BN, init He"),
         ModelSpec("Residual-9-noBN", lambda: ResidualCNN(9, w, c, n, batchnorm=False),
                   notes="без BN, shortcuts"),
+        # Added after review: Residual-9-noBN's block convs have no biases, Plain-9-noBN's do.
+        ModelSpec("Plain-9-noBN-noBias", lambda: PlainCNN(9, w, c, n, batchnorm=False, conv_bias=False),
+                  notes="без BN и смещений, init PyTorch"),
         ModelSpec(f"Plain-{DEEP}", lambda: PlainCNN(DEEP, w, c, n), notes="BN"),
         ModelSpec(f"Residual-{DEEP}", lambda: ResidualCNN(DEEP, w, c, n), notes="BN, shortcuts"),
     ]
@@ -260,7 +263,10 @@ EXPERIMENTS = {
                       per_model_figures=False, analyse=analyse_depth_model, report=depth_figures,
                       contrasts=[("Plain-4", "Plain-2"), ("Plain-9", "Plain-4"), ("Residual-9", "Plain-9"),
                                  ("Plain-9", "Plain-9-noBN"), ("Plain-9-noBN-He", "Plain-9-noBN"),
-                                 ("Residual-9-noBN", "Plain-9-noBN"), (f"Plain-{DEEP}", "Plain-9"),
+                                 ("Residual-9-noBN", "Plain-9-noBN"),
+                                 ("Plain-9-noBN-noBias", "Plain-9-noBN"),  # added after review
+                                 ("Residual-9-noBN", "Plain-9-noBN-noBias"),  # added after review
+                                 (f"Plain-{DEEP}", "Plain-9"),
                                  (f"Residual-{DEEP}", f"Plain-{DEEP}")]),
 }
 

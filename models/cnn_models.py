@@ -354,10 +354,12 @@ class WideBlock(nn.Module):
 
 # --- Task 2: kernel-size and depth studies
 
-def conv_unit(in_planes: int, out_planes: int, kernel: int = 3, batchnorm: bool = True) -> nn.Sequential:
-    """Conv (same padding) - BatchNorm - ReLU; the conv keeps its bias only when there is no BN."""
+def conv_unit(in_planes: int, out_planes: int, kernel: int = 3, batchnorm: bool = True,
+              bias: bool | None = None) -> nn.Sequential:
+    """Conv (same padding) - BatchNorm - ReLU; by default the conv keeps its bias only when there
+    is no BN (``bias`` overrides that)."""
     layers: list[nn.Module] = [nn.Conv2d(in_planes, out_planes, kernel, padding=kernel // 2,
-                                         bias=not batchnorm)]
+                                         bias=not batchnorm if bias is None else bias)]
     if batchnorm:
         layers.append(nn.BatchNorm2d(out_planes))
     layers.append(nn.ReLU(inplace=True))
@@ -439,18 +441,21 @@ class PlainCNN(nn.Module):
     By default the weights keep PyTorch's initialisation (no variance-preserving rescaling), as a
     naive network would: with ``batchnorm=False`` this is where vanishing gradients show.
     ``init="kaiming"`` (He et al., 2015: std sqrt(2 / fan_in) for ReLU, zero biases) is the
-    control that separates the initialisation from depth and normalisation.
+    control that separates the initialisation from depth and normalisation. Without BN the convs
+    after the stem have (randomly initialised) biases; ``conv_bias=False`` drops them, as in
+    ResidualCNN's blocks, so that the residual twin differs by its shortcuts only.
     """
 
     def __init__(self, depth: int = 9, widths: Sequence[int] = (16, 32), in_channels: int = 3,
-                 num_classes: int = 10, batchnorm: bool = True, init: str = "default") -> None:
+                 num_classes: int = 10, batchnorm: bool = True, init: str = "default",
+                 conv_bias: bool | None = None) -> None:
         super().__init__()
         n1, n2 = stage_sizes(depth)
         w1, w2 = widths
         layers: list[nn.Module] = [conv_unit(in_channels, w1, 3, batchnorm), nn.MaxPool2d(2)]
-        layers += [conv_unit(w1, w1, 3, batchnorm) for _ in range(n1)]
+        layers += [conv_unit(w1, w1, 3, batchnorm, conv_bias) for _ in range(n1)]
         layers.append(nn.MaxPool2d(2))
-        layers += [conv_unit(w1 if i == 0 else w2, w2, 3, batchnorm) for i in range(n2)]
+        layers += [conv_unit(w1 if i == 0 else w2, w2, 3, batchnorm, conv_bias) for i in range(n2)]
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(w2, num_classes)

@@ -100,7 +100,8 @@ def test_depth_models():
     convs = {n: sum(isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) for m in net.modules())
              for n, net in specs.items()}
     assert convs == {"Plain-2": 2, "Plain-4": 4, "Plain-9": 9, "Plain-9-noBN": 9, "Residual-9": 9,
-                     "Plain-9-noBN-He": 9, "Residual-9-noBN": 9, "Plain-21": 21, "Residual-21": 21}
+                     "Plain-9-noBN-He": 9, "Residual-9-noBN": 9, "Plain-9-noBN-noBias": 9,
+                     "Plain-21": 21, "Residual-21": 21}
     for name in ("Plain-9-noBN-He", "Residual-9-noBN"):
         assert not any(isinstance(m, nn.BatchNorm2d) for m in specs[name].modules())
     # He init: conv weights with std sqrt(2 / fan_in); PyTorch's default is far smaller
@@ -109,6 +110,11 @@ def test_depth_models():
     default = next(m for m in specs["Plain-9-noBN"].modules() if isinstance(m, nn.Conv2d) and m.in_channels == 16)
     assert default.weight.std().item() < 0.7 * conv.weight.std().item()
     assert not any(isinstance(m, nn.BatchNorm2d) for m in specs["Plain-9-noBN"].modules())
+    # without BN the residual net's block convs have no biases; the bias-free plain control matches
+    # it but for the shortcuts (the 1x1 projection), the default plain net has 8 convs' biases more
+    no_bias = count_parameters(specs["Plain-9-noBN-noBias"])
+    assert count_parameters(specs["Residual-9-noBN"]) - no_bias == DEPTH_WIDTHS[0] * DEPTH_WIDTHS[1]
+    assert count_parameters(specs["Plain-9-noBN"]) - no_bias == 4 * DEPTH_WIDTHS[0] + 4 * DEPTH_WIDTHS[1]
     # the residual twin differs from Plain-9 only by its shortcuts (one 1x1 projection + BN)
     extra = count_parameters(specs["Residual-9"]) - count_parameters(specs["Plain-9"])
     assert extra == DEPTH_WIDTHS[0] * DEPTH_WIDTHS[1] + 2 * DEPTH_WIDTHS[1]
@@ -134,7 +140,7 @@ def test_task2_quick_end_to_end(tmp_path, data_dir):
         assert (plots / "kernels" / f"cifar10_{name}.png").stat().st_size > 0
 
     for m in ("Plain-2", "Plain-4", "Plain-9", "Residual-9", "Plain-9-noBN", "Plain-9-noBN-He",
-              "Residual-9-noBN", "Plain-21", "Residual-21"):
+              "Residual-9-noBN", "Plain-9-noBN-noBias", "Plain-21", "Residual-21"):
         r = json.loads((results / "depth" / f"{m}_seed0.json").read_text())
         assert r["grad_ratio_init"] is None or r["grad_ratio_init"] > 0
         assert (r["grad_ratio_init"] is None) == (r["grad_ratio_init_per_weight"] is None)
