@@ -74,7 +74,7 @@ def print_model_costs(rows: dict[str, dict]) -> None:
     for c in costs:
         print(f"| {c['part']} | {c['model']} | {c['params']:,} | {c['s_per_epoch']:.1f} | {c['epochs']} "
               f"| {c['min']:.1f} |")
-    parts = {}
+    parts: dict[str, float] = {}
     for c in costs:
         parts[c["part"]] = parts.get(c["part"], 0.0) + c["min"]
     print("\nmin of training per part (one seed): "
@@ -83,15 +83,15 @@ def print_model_costs(rows: dict[str, dict]) -> None:
 
 def projection(run: dict, models: list[dict]) -> dict:
     """The measured run and its projection to full epochs, in minutes."""
+    costs = model_costs(models)
     train = sum(m["train_time_s"] for m in models) / 60
-    full_train = sum(m["train_time_s"] * m["full_steps_per_epoch"] / m["steps_per_epoch"]
-                     for m in models) / 60
+    full_train = sum(c["min"] for c in costs)
     wall = run["wall_time_min"]
     argv = run.get("argv", [])
     data = argv[argv.index("--data-dir") + 1] if "--data-dir" in argv else "?"
     return {"wall": wall, "train": train, "other": wall - train, "full_train": full_train,
             "projected": wall - train + full_train, "peak_rss_mb": run["peak_rss_mb"],
-            "models": len(models), "costs": model_costs(models), "how": f"{run.get('preset')}, {run.get('device')} "
+            "models": len(models), "costs": costs, "how": f"{run.get('preset')}, {run.get('device')} "
                                          f"({run.get('cpu')}, torch {run.get('torch')}), data {data}"}
 
 
@@ -134,6 +134,7 @@ def print_table(rows: dict[str, dict], quick: bool = False) -> None:
     else:
         print("'other' (evaluation, inference timing, figures, ...) is measured at full size; only the "
               "training steps are scaled.")
+        print_model_costs(rows)
 
 
 def parse_args() -> argparse.Namespace:
@@ -164,10 +165,7 @@ def main() -> None:
     if args.report_only:
         if args.keep is None:
             sys.exit("error: --report-only reads the runs kept with --keep DIR; give that DIR")
-        rows = {s: read_run(s, args.keep / Path(s).stem) for s in args.scripts}
-        print_table(rows, args.quick)
-        if not args.quick:
-            print_model_costs(rows)
+        print_table({s: read_run(s, args.keep / Path(s).stem) for s in args.scripts}, args.quick)
         return
     if not (args.data_dir or args.synthetic):
         sys.exit("error: give --data-dir DIR or --synthetic")
@@ -183,8 +181,6 @@ def main() -> None:
                       f"projected {r['projected']:.1f} min at full epochs", flush=True)
         if rows:
             print_table(rows, args.quick)
-            if not args.quick:
-                print_model_costs(rows)
     if len(rows) < len(args.scripts):
         sys.exit(1)
 
