@@ -28,7 +28,7 @@ from models.custom_layers import (CUSTOM_LAYERS, STANDARD_LAYERS, ChannelSpatial
                                   MixedPool2d, Swish, WSConv2d, swish_bwd, swish_fwd)
 from utils.cli import add_dataset_argument, base_parser, is_reduced_run, run_main, setup
 from utils.data import ImageSet
-from utils.results import (STANDARD_COLUMNS, ModelResult, aggregate, by_model, is_reduced, run_caption,
+from utils.results import (ModelResult, aggregate, by_model, is_reduced, run_caption,
                            write_json_atomic, write_markdown_table)
 from utils.runner import Context, Experiment, ModelSpec, for_dataset, run_experiments
 from utils.training_utils import timed
@@ -321,7 +321,6 @@ BLOCK_EXPERIMENT = "residual_blocks"
 EXPERIMENTS = {
     "3.1": Experiment(LAYER_EXPERIMENT, "своя и стандартная CNN", "cifar10", layer_cnn_models,
                       epochs=LAYER_CNN_EPOCHS, lr=LR, train=TRAIN,
-                      columns=(*STANDARD_COLUMNS, ("train_images_per_s", "обучение, изобр./с", "int")),
                       analyse=analyse_layer_cnn, report=swish_figure,
                       contrasts=[("CNN-custom", "CNN-standard"),
                                  *[(f"standard+{name}", "CNN-standard") for name in SWAPS.values()]]),
@@ -342,8 +341,15 @@ def main() -> argparse.Namespace:
     device = setup(args)
     experiments = [for_dataset(e, args.dataset) for p, e in EXPERIMENTS.items() if args.part in (p, "all")]
     layers = for_dataset(EXPERIMENTS["3.1"], args.dataset).name  # the layer benchmark writes there too
-    run_experiments(experiments, args, device,
-                    before=(lambda: benchmark_layers(args, device, layers)) if args.part in ("3.1", "all") else None)
+
+    def layer_benchmark() -> None:
+        # Its timings are sensitive to anything else on the machine: --resume keeps a finished one.
+        if args.resume and (args.results_dir / layers / "layer_benchmark.json").exists():
+            print("[resume] layer benchmark: results exist, skipping")
+            return
+        benchmark_layers(args, device, layers)
+
+    run_experiments(experiments, args, device, before=layer_benchmark if args.part in ("3.1", "all") else None)
     return args  # run_main records the run's wall time and peak memory
 
 

@@ -195,6 +195,13 @@ def test_task3_quick_end_to_end(tmp_path, data_dir):
     assert [r["role"] for r in bench["rows"]][:4] == ["conv", "attention", "activation", "pooling"]
     assert all(r["custom_forward_backward_ms"] > 0 and r["standard_forward_ms"] > 0 for r in bench["rows"])
     assert "--quick" in (results / "custom_layers" / "layer_benchmark.md").read_text()
+    # --resume keeps the finished layer benchmark (its timings depend on the machine's load)
+    before = (results / "custom_layers" / "layer_benchmark.json").read_bytes()
+    proc = run_script("homework_custom_layers_experiments.py", *quick_args(tmp_path, data_dir), "--part", "3.1",
+                      "--resume")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "[resume] layer benchmark" in proc.stdout
+    assert (results / "custom_layers" / "layer_benchmark.json").read_bytes() == before
     assert list(pd.read_csv(results / "custom_layers" / "summary.csv")["model"]) == [
         "CNN-standard", "CNN-custom", "standard+WSConv2d", "standard+ChannelSpatialAttention", "standard+Swish",
         "standard+MixedPool2d"]

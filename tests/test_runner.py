@@ -55,7 +55,7 @@ def test_seeds_give_one_file_each_and_a_mean_std_table(tmp_path, data_dir, capsy
     assert len((out / "summary.csv").read_text().splitlines()) == 1 + 6
     assert (tmp_path / "p" / "exp" / "mnist_learning_curves.png").stat().st_size > 0
     contrast = (out / "contrasts.md").read_text()
-    assert "| CNN+ls − CNN | test acc |" in contrast and "| paired | 3 |" in contrast
+    assert "| CNN+ls − CNN | test acc |" in contrast and "парный по 3 общим сидам" in contrast
     gaps = {m: [r["gap"] for r in results if r["model"] == m] for m in ("CNN", "CNN+ls")}
     gap_row = next(line for line in contrast.splitlines() if "| train − test |" in line)
     assert f"| {100 * (np.mean(gaps['CNN+ls']) - np.mean(gaps['CNN'])):.2f} |" in gap_row

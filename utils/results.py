@@ -299,10 +299,15 @@ def write_contrasts(experiment_dir: Path, results: Sequence[ModelResult],
     columns = [("contrast", "сравнение", "str"), ("metric", "метрика", "str"), ("diff", "разница, п.п.", "pct"),
                ("ci", "95 % ДИ, п.п.", "str"), ("test", "t-интервал", "str"), ("n", "сидов", "int"),
                ("verdict", "вывод", "str")]
+    kinds = {(r["test"], r["n"]) for r in rows}
+    if len(kinds) == 1 and next(iter(kinds))[0] == "paired":  # the usual case: say it once, in the caption
+        how = f"парный по {next(iter(kinds))[1]} общим сидам"
+        columns = [c for c in columns if c[0] not in ("test", "n")]
+    else:
+        how = "парный по общим сидам, иначе Уэлча"
     return write_markdown_table(Path(experiment_dir) / "contrasts.md", rows, columns, is_reduced(results),
-                                "_Разница средних и её 95 % t-интервал: парный по сидам, где модели обучались "
-                                "с одними сидами, иначе Уэлча. Различие реально, только если интервал не "
-                                "содержит нуля._")
+                                f"_95 % t-интервал разницы средних ({how}); различие реально, только если "
+                                f"интервал не содержит нуля._")
 
 
 # ---------------------------------------------------------------------------------------------
