@@ -24,7 +24,7 @@ from models.cnn_models import KernelCNN, PlainCNN, ResidualCNN, count_flops, wid
 from utils.cli import add_dataset_argument, base_parser, run_main, setup
 from utils.data import ImageSet
 from utils.receptive_field import effective_receptive_field, erf_extent, receptive_field_info
-from utils.results import ModelResult, by_model, write_npz_atomic
+from utils.results import ModelResult, by_model, write_npz_atomic, write_table
 from utils.runner import Context, Experiment, ModelSpec, for_dataset, run_experiments
 from utils.training_utils import set_seed
 from utils.visualization_utils import (plot_filters, plot_gradient_flow, plot_heatmap_grid,
@@ -209,6 +209,7 @@ def kernel_figures(ctx: Context, results: list[ModelResult]) -> None:
 
 
 def depth_figures(ctx: Context, results: list[ModelResult]) -> None:
+    write_table(ctx.out, results, GRADIENT_COLUMNS, name="gradients.md")
     prefix = ctx.experiment.dataset
     first = [runs[0] for runs in by_model(results).values()]
     for r in first:
@@ -247,6 +248,10 @@ DEPTH_COLUMNS = (
     ("test_loss", "test loss", "f4"), ("train_time_s", "обучение, с", "s"),
     ("grad_ratio_init", "‖g₁‖/‖g_L‖ при init", "g3"),
     ("grad_ratio_final", "‖g₁‖/‖g_L‖ в последней эпохе", "g3"),
+)
+# The gradient ratios per tensor and per weight, in a table of their own (linked from the README).
+GRADIENT_COLUMNS = (
+    ("model", "модель", "str"), ("notes", "BN / shortcuts", "str"), *DEPTH_COLUMNS[-2:],
     ("grad_ratio_init_per_weight", "то же на вес, init", "g3"),
     ("grad_ratio_final_per_weight", "то же на вес, посл. эпоха", "g3"),
 )

@@ -149,6 +149,8 @@ def test_task2_quick_end_to_end(tmp_path, data_dir):
         assert (plots / "depth" / f"cifar10_{m}_gradient_flow.png").is_file()
     assert (plots / "depth" / "cifar10_gradient_norms.png").is_file()
     assert "‖g₁‖/‖g_L‖" in (results / "depth" / "table.md").read_text()
+    gradients = (results / "depth" / "gradients.md").read_text()
+    assert "то же на вес, init" in gradients and gradients.count("\n| ") >= 11  # header + 10 models
     assert "Residual-21 − Plain-21" in (results / "depth" / "contrasts.md").read_text()
     assert all(r["mflops"] > 0 for r in kernels) and "MFLOPs" in table
 
