@@ -58,7 +58,6 @@ BLOCK_COLUMNS = (
     ("epochs", "эпохи", "int"), ("train_acc", "train acc, %", "pct"), ("test_acc", "test acc, %", "pct"),
     ("gap", "train − test, п.п.", "pct"),
     ("test_loss", "test loss", "f4"), ("train_time_s", "обучение, с", "s"),
-    ("train_images_per_s", "обучение, изобр./с", "int"), ("inference_time_s", "инференс test, с", "s"),
 )
 
 
@@ -311,9 +310,11 @@ def stability_report(ctx: Context, results: list[ModelResult]) -> None:
     write_markdown_table(ctx.out / "stability.md", rows, STABILITY_COLUMNS, is_reduced(results),
                          run_caption(results))
     seeds = max(len(runs) for runs in groups.values())
-    plot_seed_spread(groups, ctx.plots / "stability_loss_spread.png", f"Разброс по {seeds} сидам")
+    plot_seed_spread(groups, ctx.plots / "stability_loss_spread.png",
+                     f"Кривые обучения {seeds} сидов: тонкие линии — сиды, полоса — ±std")
+    spread = f": среднее по {seeds} сидам, полоса — мин–макс" if seeds > 1 else ""
     plot_grad_norm_traces(groups, ctx.plots / "stability_grad_norms.png",
-                          f"Норма градиента во время обучения ({seeds} сид. на блок)")
+                          f"Норма градиента во время обучения{spread}")
 
 
 LAYER_EXPERIMENT = "custom_layers"

@@ -117,3 +117,19 @@ def test_summary_reads_what_bench_scripts_prints(tmp_path, capsys):
     rows = script_table(tmp_path / "t.txt")
     assert rows["homework_cnn_architecture_analysis"] == {"projected": 12.5, "peak": 1234.0}
     assert rows["total"]["projected"] == 36.5
+
+
+def test_run_costs_sum_training_per_seed_over_complete_seeds(tmp_path):
+    from benchmarks.run_costs import cost_table
+    folder = tmp_path / "mnist_comparison"
+    folder.mkdir()
+    # seed 0: 60 + 120 s = 3 min; seed 1: 90 + 150 s = 4 min; seed 2 has only one model so far
+    for model, seed, seconds in (("A", 0, 60), ("B", 0, 120), ("A", 1, 90), ("B", 1, 150), ("A", 2, 30)):
+        (folder / f"{model}_seed{seed}.json").write_text(json.dumps(
+            {"model": model, "seed": seed, "epochs": 8, "train_time_s": seconds, "config": {}}))
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "homework_cnn_vs_fc_comparison_part1.1.json").write_text(json.dumps(
+        {"model": "homework_cnn_vs_fc_comparison", "cpu": "Intel(R) Xeon(R) Processor, 2 threads"}))
+    table = cost_table(tmp_path)
+    assert "| 1.1 | 2 | 3 | 8 | 3.5 (3.0–4.0) | Intel Xeon Processor, 2 threads |" in table
+    assert "| 1.2 |" not in table and "весь ДЗ (не все части)" in table and "**4**" in table

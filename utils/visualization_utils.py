@@ -294,15 +294,16 @@ def plot_matrix(matrix: np.ndarray, path: Path, title: str, xlabel: str, ylabel:
 def plot_seed_spread(groups: dict[str, Sequence[dict[str, Any]]], path: Path, title: str,
                      keys: Sequence[tuple[str, str]] = (("running_loss", "train loss (бегущий)"),
                                                         ("test_loss", "test loss"),
-                                                        ("test_acc", "test accuracy"))) -> Path:
-    """Per group (e.g. a block type) the curves of every seed (thin) and their mean ± std (band)."""
+                                                        ("test_acc", "test accuracy, %"))) -> Path:
+    """Per group (e.g. a block type) the curves of every seed (thin) and their mean ± std (band);
+    accuracies in %, like the tables."""
     fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 4.2), squeeze=False)
     colors = sns.color_palette("tab10", len(groups))
     for (name, runs), c in zip(groups.items(), colors):
         for ax, (key, label) in zip(axes[0], keys):
             n = min(len(r["history"]) for r in runs)
             curves = np.array([[np.nan if h.get(key) is None else h[key] for h in r["history"][:n]]
-                               for r in runs], dtype=float)
+                               for r in runs], dtype=float) * (100 if "acc" in key else 1)
             epochs = np.arange(1, n + 1)
             for curve in curves:
                 ax.plot(epochs, curve, color=c, lw=0.7, alpha=0.5)
@@ -320,15 +321,23 @@ def plot_seed_spread(groups: dict[str, Sequence[dict[str, Any]]], path: Path, ti
 
 
 def plot_grad_norm_traces(groups: dict[str, Sequence[dict[str, Any]]], path: Path, title: str) -> Path:
-    """Total gradient norm over training (the samples of every epoch, in order), one line a seed."""
+    """Total gradient norm over training, x in epochs: per group the mean over seeds (line) and
+    their min..max (band), so that a seed that spikes shows as a widening band."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     colors = sns.color_palette("tab10", len(groups))
     for (name, runs), c in zip(groups.items(), colors):
-        for i, r in enumerate(runs):
-            trace = [g for h in r["history"] for g in h["grad_total_norm"]]
-            ax.plot(trace, color=c, lw=1, alpha=0.8, label=name if i == 0 else None)
+        n = min(len(r["history"]) for r in runs)
+        # The k samples of epoch e sit at e - 1 + (j + 1) / k: the end of each logged stretch.
+        x = [e + (j + 1) / len(h["grad_total_norm"]) for e, h in enumerate(runs[0]["history"][:n])
+             for j in range(len(h["grad_total_norm"]))]
+        traces = np.array([[g for h in r["history"][:n] for g in h["grad_total_norm"]][:len(x)]
+                           for r in runs], dtype=float)
+        ax.plot(x, traces.mean(0), color=c, lw=1.2, label=_label(name, runs))
+        if len(runs) > 1:
+            ax.fill_between(x, traces.min(0), traces.max(0), color=c, alpha=0.2)
     ax.set_yscale("log")
-    ax.set(title=title, xlabel="замер (каждые grad_log_every шагов)", ylabel="‖∇L‖₂ (все слои)")
+    ax.set(title=title, xlabel="эпоха", ylabel="‖∇L‖₂ (все слои)", xlim=(0, None))
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return _save(fig, path)
