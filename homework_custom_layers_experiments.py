@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.cnn_models import (BasicBlock, BottleneckBlock, ResNet, WideBlock, count_flops, count_parameters,
-                               widths_for_budget)
+from models.cnn_models import (BasicBlock, BottleneckBlock, ResNet, WideBlock, count_activations, count_flops,
+                               count_parameters, widths_for_budget)
 from models.custom_layers import (CUSTOM_LAYERS, STANDARD_LAYERS, ChannelSpatialAttention, LayerCNN,
                                   MixedPool2d, Swish, WSConv2d, swish_bwd, swish_fwd)
 from utils.cli import add_dataset_argument, base_parser, is_reduced_run, run_main, setup
@@ -301,9 +301,34 @@ STABILITY_COLUMNS = [
     ("diverged", "разошлось", "int")]
 
 
-def stability_report(ctx: Context, results: list[ModelResult]) -> None:
-    """3.2: training stability of each block from the full-length runs: the spread over seeds
-    and the statistics of the gradient norm."""
+def throughput_rows(ctx: Context, results: Sequence[ModelResult]) -> list[dict[str, Any]]:
+    """Per block: what one image costs, in FLOPs and in feature-map elements written (see
+    ``count_activations``), against how fast the block trained (mean over seeds): which of the
+    two the training time follows."""
+    specs = {spec.name: spec for spec in ctx.experiment.models(ctx.train)}
+    rows = []
+    for row in aggregate(results):
+        activations = count_activations(specs[row["model"]].build(), ctx.train.shape)
+        speed = row["train_images_per_s"]
+        rows.append({"block": row["model"], "params": row["params"], "mflops": row["mflops"],
+                     "k_activations": activations / 1e3, "images_per_s": speed,
+                     "gflops_per_s": row["mflops"] * speed / 1e3,
+                     "m_activations_per_s": activations * speed / 1e6})
+    return rows
+
+
+THROUGHPUT_COLUMNS = [
+    ("block", "блок", "str"), ("params", "параметры", "int"), ("mflops", "MFLOPs / изобр.", "f2"),
+    ("k_activations", "тыс. элементов карт / изобр.", "int"),
+    ("images_per_s", "обучение, изобр./с", "int"), ("gflops_per_s", "GFLOP/с (прямой проход)", "f1"),
+    ("m_activations_per_s", "млн элементов карт / с", "int")]
+
+
+def block_report(ctx: Context, results: list[ModelResult]) -> None:
+    """3.2: training speed against FLOPs and feature-map size, and the training stability of each
+    block from the full-length runs (the spread over seeds, the statistics of the gradient norm)."""
+    write_markdown_table(ctx.out / "throughput.md", throughput_rows(ctx, results), THROUGHPUT_COLUMNS,
+                         is_reduced(results), run_caption(results))
     groups = by_model(results)
     rows = stability_rows(results)
     write_json_atomic(ctx.out / "stability.json", rows)
@@ -327,7 +352,7 @@ EXPERIMENTS = {
                                  *[(f"standard+{name}", "CNN-standard") for name in SWAPS.values()]]),
     "3.2": Experiment(BLOCK_EXPERIMENT, "варианты residual-блоков", "cifar10", block_models,
                       epochs=BLOCK_EPOCHS, lr=LR, train=TRAIN, columns=BLOCK_COLUMNS, analyse=flops,
-                      report=stability_report,
+                      report=block_report,
                       contrasts=[("BottleneckBlock", "BasicBlock"), (f"WideBlock-k{WIDE_K}", "BasicBlock"),
                                  (f"WideBlock-k{WIDE_K}", "BasicBlock-matched"),
                                  (f"WideBlock-k{WIDE_K}", "BottleneckBlock-matched"),

@@ -6,7 +6,7 @@ class per block, with ``expansion`` as a class attribute and an explicit ``downs
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence, Type
+from typing import Any, Callable, Sequence, Type
 
 import torch
 from torch import nn
@@ -32,6 +32,29 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
     finally:
         model.train(was_training)
     return counter.get_total_flops()
+
+
+def count_activations(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """Elements of the feature maps that the convolutions, BatchNorms and ReLUs of ``model``
+    write in one forward pass on one image: the memory traffic that element-wise layers add to
+    the FLOPs (a net can be cheap in FLOPs and still slow on a CPU). Eval mode; its mode is kept."""
+    total = 0
+
+    def count(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        nonlocal total
+        total += output.numel()
+    hooks = [m.register_forward_hook(count) for m in model.modules()
+             if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.ReLU))]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return total
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:

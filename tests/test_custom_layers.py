@@ -222,6 +222,8 @@ def test_task3_quick_end_to_end(tmp_path, data_dir):
         r = json.loads((results / "residual_blocks" / f"{m}_seed0.json").read_text())
         assert r["mflops"] > 0 and r["params"] > 0 and r["inference_time_s"] > 0
     assert "MFLOPs" in (results / "residual_blocks" / "table.md").read_text()
+    throughput = (results / "residual_blocks" / "throughput.md").read_text()
+    assert "элементов карт" in throughput and all(f"| {m} |" in throughput for m in blocks["model"])
     stability = json.loads((results / "residual_blocks" / "stability.json").read_text())
     assert [s["block"] for s in stability] == list(blocks["model"])
     assert all(s["seeds"] == 1 and s["grad_median"] > 0 for s in stability)  # --seeds 3 for a spread

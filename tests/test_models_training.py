@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from models.cnn_models import BasicBlock, CNNWithResidual, FullyConnected, ResNet, SimpleCNN, count_parameters
+from models.cnn_models import (BasicBlock, BottleneckBlock, CNNWithResidual, FullyConnected, ResNet, SimpleCNN,
+                               count_activations, count_parameters)
 from utils.data import load_dataset
 from utils.training_utils import TrainConfig, evaluate, one_cycle, train_model
 
@@ -31,6 +32,18 @@ def test_residual_block_starts_as_identity_map():
     x = torch.relu(torch.randn(2, 16, 8, 8))
     block.eval()
     assert torch.allclose(block(x), x)  # zero-initialised last BN: the branch adds nothing yet
+
+
+def test_count_activations_counts_conv_bn_relu_outputs():
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.BatchNorm2d(2), torch.nn.ReLU(),
+                              torch.nn.MaxPool2d(2), torch.nn.Conv2d(2, 3, 1))
+    net.train()
+    # 2x4x4 after conv, BN and ReLU (3 x 32), then 3x2x2 after the last conv; pooling is not counted
+    assert count_activations(net, (1, 4, 4)) == 3 * 32 + 12
+    assert count_activations(net, (1, 4, 4)) == 108 and net.training  # hooks removed, mode kept
+    # the bottleneck writes 4x wider maps than the basic block of the same planes
+    basic, bottleneck = (ResNet(b, (1, 1, 1), (8, 16, 32)) for b in (BasicBlock, BottleneckBlock))
+    assert count_activations(bottleneck, (3, 32, 32)) > 2 * count_activations(basic, (3, 32, 32))
 
 
 def test_one_cycle_schedule():

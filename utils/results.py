@@ -326,6 +326,8 @@ def _fmt(value: Any, kind: str) -> str:
         return f"{value:.4f}"
     if kind == "f2":
         return f"{value:.2f}"
+    if kind == "f1":
+        return f"{value:.1f}"
     if kind == "g3":
         return f"{value:.3g}"
     return str(value)
