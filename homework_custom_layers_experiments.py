@@ -283,7 +283,7 @@ def stability_rows(results: Sequence[ModelResult]) -> list[dict[str, Any]]:
         rows.append({
             "block": row["model"], "seeds": row["n"],
             **{k: row.get(k) for k in ("test_acc", "test_acc_std", "test_loss", "test_loss_std")},
-            "loss_curve_std": float(curves.std(0).mean()),
+            "loss_curve_std": float(curves.std(0, ddof=1).mean()) if len(runs) > 1 else 0.0,
             "grad_median": float(np.median(grads)), "grad_max": float(grads.max()),
             "grad_cv": float(grads.std() / grads.mean()),
             "grad_max_over_median": float(grads.max() / np.median(grads)),
@@ -337,7 +337,7 @@ def block_report(ctx: Context, results: list[ModelResult]) -> None:
     seeds = max(len(runs) for runs in groups.values())
     plot_seed_spread(groups, ctx.plots / "stability_loss_spread.png",
                      f"Кривые обучения {seeds} сидов: тонкие линии — сиды, полоса — ±std")
-    spread = f": среднее по {seeds} сидам, полоса — мин–макс" if seeds > 1 else ""
+    spread = ": среднее по сидам, полоса — мин–макс" if seeds > 1 else ""
     plot_grad_norm_traces(groups, ctx.plots / "stability_grad_norms.png",
                           f"Норма градиента во время обучения{spread}")
 

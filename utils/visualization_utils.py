@@ -327,8 +327,10 @@ def plot_grad_norm_traces(groups: dict[str, Sequence[dict[str, Any]]], path: Pat
     colors = sns.color_palette("tab10", len(groups))
     for (name, runs), c in zip(groups.items(), colors):
         n = min(len(r["history"]) for r in runs)
-        # The k samples of epoch e sit at e - 1 + (j + 1) / k: the end of each logged stretch.
-        x = [e + (j + 1) / len(h["grad_total_norm"]) for e, h in enumerate(runs[0]["history"][:n])
+        # Sample j of an epoch is taken at its step j * grad_log_every.
+        every = runs[0].get("config", {}).get("grad_log_every", 50)
+        steps = runs[0].get("steps_per_epoch") or every * len(runs[0]["history"][0]["grad_total_norm"])
+        x = [e + j * every / steps for e, h in enumerate(runs[0]["history"][:n])
              for j in range(len(h["grad_total_norm"]))]
         traces = np.array([[g for h in r["history"][:n] for g in h["grad_total_norm"]][:len(x)]
                            for r in runs], dtype=float)
@@ -336,7 +338,7 @@ def plot_grad_norm_traces(groups: dict[str, Sequence[dict[str, Any]]], path: Pat
         if len(runs) > 1:
             ax.fill_between(x, traces.min(0), traces.max(0), color=c, alpha=0.2)
     ax.set_yscale("log")
-    ax.set(title=title, xlabel="эпоха", ylabel="‖∇L‖₂ (все слои)", xlim=(0, None))
+    ax.set(title=title, xlabel="эпоха", ylabel="‖∇L‖₂ весов свёрток и классификатора", xlim=(0, None))
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
