@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from utils.results import load_result  # noqa: E402
+from utils.results import load_result, write_text_atomic  # noqa: E402
 
 # sub-task, its folder under results/, the run record of the script and part that made it
 PARTS = (("1.1", "mnist_comparison", "homework_cnn_vs_fc_comparison_part1.1"),
@@ -39,7 +39,8 @@ def part_cost(folder: Path) -> dict | None:
     for r in results:
         minutes[r["seed"]] += r["train_time_s"] / 60
     models = {r["model"] for r in results}
-    complete = [m for s, m in minutes.items() if sum(r["seed"] == s for r in results) == len(models)]
+    trained = Counter(r["seed"] for r in results)  # models trained with each seed
+    complete = [m for s, m in minutes.items() if trained[s] == len(models)]
     epochs = sorted({r["epochs"] for r in results})
     return {"models": len(models), "seeds": len(minutes), "complete": np.array(complete),
             "epochs": f"{epochs[0]}–{epochs[-1]}" if len(epochs) > 1 else str(epochs[0])}
@@ -77,7 +78,7 @@ def main() -> None:
         print(f"error: {args.results_dir} is not a folder", file=sys.stderr)
         sys.exit(2)
     text = cost_table(args.results_dir)
-    args.out.write_text(text, encoding="utf-8")
+    write_text_atomic(args.out, text)
     print(text)
 
 

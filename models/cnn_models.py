@@ -17,20 +17,26 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def _forward_zero_image(model: nn.Module, input_shape: Sequence[int]) -> None:
+    """One forward pass on a zero image of ``input_shape`` (C, H, W), in eval mode and without
+    gradients, for counting what the model does; its mode is kept."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+
+
 def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
     """FLOPs of one forward pass on one image of ``input_shape`` (C, H, W), a multiply-add
     counted as 2 (torch.utils.flop_counter). The model runs once in eval mode; its mode is kept."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        counter = FlopCounterMode(display=False)
-        with counter, torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=device))
-    finally:
-        model.train(was_training)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        _forward_zero_image(model, input_shape)
     return counter.get_total_flops()
 
 
@@ -45,13 +51,9 @@ def count_activations(model: nn.Module, input_shape: Sequence[int]) -> int:
         total += output.numel()
     hooks = [m.register_forward_hook(count) for m in model.modules()
              if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.ReLU))]
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
+        _forward_zero_image(model, input_shape)
     finally:
-        model.train(was_training)
         for h in hooks:
             h.remove()
     return total
