@@ -16,3 +16,35 @@ def test_update_readme_replaces_marked_blocks(tmp_path):
     assert "keep" in text and missing == ["r/missing.md"] and reduced == []
     update_readme(readme)  # idempotent
     assert readme.read_text() == text
+
+
+def test_convergence_report_compares_each_contrast_at_both_budgets(tmp_path):
+    from utils.convergence import write_report
+    from utils.results import result_path, write_contrasts, write_json_atomic
+
+    def save(folder, model, seed, epochs, acc):
+        result = {"model": model, "seed": seed, "epochs": epochs, "test_acc": acc,
+                  "config": {"seed": seed, "epochs": epochs}}
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(result_path(folder, model, seed), result)
+        return result
+
+    main, check = tmp_path / "results" / "architecture_analysis" / "depth", tmp_path / "check"
+    committed = [save(main, m, s, 15, acc + 0.001 * s) for s in range(3)
+                 for m, acc in (("Plain-9", 0.70), ("Residual-9", 0.75), ("Plain-21", 0.72))]
+    write_contrasts(main, committed, [("Residual-9", "Plain-9"), ("Plain-21", "Plain-9")])
+    (main / "stability.json").write_text("{}")  # not a result: skipped
+    twice = check / "architecture_analysis" / "depth"
+    save(twice, "Plain-9", 0, 30, 0.80)
+    save(twice, "Residual-9", 0, 30, 0.78)  # the real +5 pt contrast flips at 2N
+    assert "Проверка не закончена:** нет Plain-21" in write_report(tmp_path / "results", check).read_text()
+
+    save(twice, "Plain-21", 0, 30, 0.81)
+    text = write_report(tmp_path / "results", check).read_text()
+    assert "### 2.2: `architecture_analysis/depth`, 15 → 30 эпох" in text
+    assert "| Residual-9 | 75.10 ± 0.10 | 75.00 | 78.00 | +3.00 |" in text
+    assert "| Residual-9 − Plain-9 | +5.00 [+5.00; +5.00] | +5.00 | -2.00 | **сменился** |" in text
+    assert "| Plain-21 − Plain-9 | +2.00 [+2.00; +2.00] | +2.00 | +1.00 | тот же |" in text
+    assert "изменился: Residual-9 > Plain-21 > Plain-9 → Plain-21 > Plain-9 > Residual-9." in text
+    assert "Проверка не закончена" not in text
+    assert write_report(tmp_path / "results", tmp_path / "nothing") is None

@@ -1,0 +1,157 @@
+"""Convergence checks: does a comparison's ranking hold at twice the epochs?
+
+Each part's committed comparison ran N epochs with 3 seeds (``results/<experiment>``); its check
+ran 2N epochs with seed 0 (``--results-dir results/check_2x``, the same experiment folders). This
+module writes ``results/check_2x/convergence.md``: per part, each model's test accuracy at N and
+2N epochs and each declared contrast (read from the committed ``contrasts.md``) at both budgets,
+with whether its sign held. One seed at 2N says whether the order held, not by how much.
+
+    python -m utils.convergence
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from utils.results import ReportError, _read, aggregate, by_model, load_result, write_text_atomic
+from utils.stats import compare
+
+# The experiment folders of the homework, in the README's order, with their sub-task.
+PARTS = {"mnist_comparison": "1.1", "cifar_comparison": "1.2", "architecture_analysis/kernels": "2.1",
+         "architecture_analysis/depth": "2.2", "custom_layers": "3.1", "residual_blocks": "3.2"}
+
+
+def declared_contrasts(contrasts_md: Path) -> list[tuple[str, str]]:
+    """The test-accuracy pairs (A, B) of a ``contrasts.md`` written by ``write_contrasts``."""
+    if not contrasts_md.is_file():
+        return []
+    pairs = []
+    for line in _read(contrasts_md).splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) > 2 and cells[1] == "test acc" and " − " in cells[0]:
+            a, b = cells[0].split(" − ", 1)
+            pairs.append((a, b))
+    return pairs
+
+
+def _acc(runs: Sequence[dict[str, Any]] | None, seed: int | None = None) -> float | None:
+    """Test accuracy of ``seed`` among ``runs`` (the mean over them with ``seed=None``)."""
+    if not runs:
+        return None
+    values = [r.get("test_acc") for r in runs if seed is None or r.get("seed") == seed]
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _pct(value: float | None, signed: bool = False) -> str:
+    return "–" if value is None else f"{100 * value:+.2f}" if signed else f"{100 * value:.2f}"
+
+
+def _order(accs: dict[str, float | None]) -> list[str]:
+    return sorted((m for m, a in accs.items() if a is not None), key=lambda m: -accs[m])  # type: ignore[operator]
+
+
+def part_report(name: str, committed: list[dict[str, Any]], check: list[dict[str, Any]],
+                pairs: Sequence[tuple[str, str]], seed: int = 0) -> str:
+    """The markdown section of one part (see the module docstring)."""
+    main, twice = by_model(committed), by_model(check)
+    rows = {r["model"]: r for r in aggregate(committed)}
+    n_ep = "/".join(sorted({str(r["epochs"]) for r in committed}))
+    n2_ep = "/".join(sorted({str(r["epochs"]) for r in check}))
+    seeds = sorted({r.get("seed") for r in committed}, key=str)
+    lines = [f"### {PARTS.get(name, name)}: `{name}`, {n_ep} → {n2_ep} эпох", ""]
+    missing = [m for m in main if m not in twice]
+    if missing:
+        lines += [f"**Проверка не закончена:** нет {', '.join(missing)}.", ""]
+    lines += [f"| модель | {n_ep} эпох, {len(seeds)} сида | {n_ep} эпох, сид {seed} | {n2_ep} эпох, сид {seed} "
+              f"| прирост сида {seed}, п.п. |", "| --- | --- | --- | --- | --- |"]
+    for model, runs in main.items():
+        row = rows[model]
+        mean = _pct(row.get("test_acc")) + (f" ± {_pct(row['test_acc_std'])}" if "test_acc_std" in row else "")
+        a, b = _acc(runs, seed), _acc(twice.get(model), seed)
+        gain = None if a is None or b is None else b - a
+        lines.append(f"| {model} | {mean} | {_pct(a)} | {_pct(b)} | {_pct(gain, signed=True)} |")
+    lines.append("")
+    if pairs:
+        lines += [f"| сравнение (test acc) | {n_ep} эпох: разница [95 % ДИ], п.п. | {n_ep} эпох, сид {seed} "
+                  f"| {n2_ep} эпох, сид {seed} | знак при {n2_ep} эпохах |", "| --- | --- | --- | --- | --- |"]
+        for a, b in pairs:
+            if a not in main or b not in main:
+                continue
+            c = compare(main[a], main[b])
+            now = "–" if c["diff"] is None else (f"{_pct(c['diff'], True)} [{_pct(c['low'], True)}; "
+                                                  f"{_pct(c['high'], True)}]")
+            d1 = _diff(main.get(a), main.get(b), seed)
+            d2 = _diff(twice.get(a), twice.get(b), seed)
+            if d2 is None or c["diff"] is None:
+                sign = "–"
+            elif (d2 > 0) == (c["diff"] > 0) or d2 == c["diff"] == 0:
+                sign = "тот же"
+            else:
+                sign = "**сменился**" + ("" if c["real"] else " (при N — в пределах шума)")
+            lines.append(f"| {a} − {b} | {now} | {_pct(d1, True)} | {_pct(d2, True)} | {sign} |")
+        lines.append("")
+    before = _order({m: rows[m].get("test_acc") for m in main})
+    after = _order({m: _acc(twice.get(m), seed) for m in main})
+    if not missing:
+        same = before == after
+        lines += [f"Порядок моделей по test acc (среднее при {n_ep}, сид {seed} при {n2_ep} эпохах): "
+                  + ("тот же." if same else f"изменился: {' > '.join(before)} → {' > '.join(after)}."), ""]
+    return "\n".join(lines)
+
+
+def _diff(a: Sequence[dict[str, Any]] | None, b: Sequence[dict[str, Any]] | None, seed: int) -> float | None:
+    x, y = _acc(a, seed), _acc(b, seed)
+    return None if x is None or y is None else x - y
+
+
+def _seed_results(folder: Path) -> list[dict[str, Any]]:
+    """The model-seed results in ``folder`` (none if it does not exist)."""
+    found = (load_result(p, warn=True) for p in sorted(folder.glob("*_seed*.json")))
+    return [r for r in found if r is not None and "seed" in r]
+
+
+def write_report(results_dir: Path, check_dir: Path) -> Path | None:
+    """Write ``<check_dir>/convergence.md`` for every part that has a check; None if none has."""
+    sections = []
+    for name in PARTS:
+        check, committed = _seed_results(check_dir / name), _seed_results(results_dir / name)
+        if check and committed:
+            sections.append(part_report(name, committed, check,
+                                        declared_contrasts(results_dir / name / "contrasts.md")))
+    if not sections:
+        return None
+    head = ("# Проверка сходимости: те же сравнения при вдвое большем числе эпох (сид 0)\n\n"
+            "Сгенерировано `python -m utils.convergence` из `results/<эксперимент>` и "
+            f"`{check_dir.as_posix()}/<эксперимент>`. Один сид при 2N эпохах показывает, сохранился ли порядок, "
+            "но не величину разницы.\n\n")
+    path = check_dir / "convergence.md"
+    write_text_atomic(path, head + "\n".join(sections).rstrip("\n") + "\n")
+    return path
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="Compare each part's committed results with its run at twice "
+                                            "the epochs (results/check_2x).")
+    p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--check-dir", type=Path, default=Path("results/check_2x"))
+    args = p.parse_args()
+    for folder in (args.results_dir, args.check_dir):
+        if not folder.is_dir():
+            print(f"error: {folder} is not a folder", file=sys.stderr)
+            sys.exit(2)
+    try:
+        path = write_report(args.results_dir, args.check_dir)
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if path is None:
+        print(f"error: no part has results in both {args.results_dir} and {args.check_dir}", file=sys.stderr)
+        sys.exit(2)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
