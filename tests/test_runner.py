@@ -151,7 +151,7 @@ def test_task3_runs_on_mnist(tmp_path, data_dir):
 
 
 def test_compare_paired_by_seed_and_welch_otherwise():
-    from utils.stats import compare, t_quantile, verdict
+    from utils.comparison_utils import compare, t_quantile, verdict
     assert [round(t_quantile(0.975, df), 3) for df in (1, 2, 4, 30)] == [12.706, 4.303, 2.776, 2.042]
     a = [{"seed": s, "test_acc": v} for s, v in zip((0, 1, 2), (0.90, 0.91, 0.92))]
     b = [{"seed": s, "test_acc": v} for s, v in zip((0, 1, 2), (0.88, 0.885, 0.90))]

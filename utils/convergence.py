@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from utils.results import ReportError, _read, aggregate, by_model, load_result, write_text_atomic
-from utils.stats import compare
+from utils.comparison_utils import compare
 
 # The experiment folders of the homework, in the README's order, with their sub-task.
 PARTS = {"mnist_comparison": "1.1", "cifar_comparison": "1.2", "architecture_analysis/kernels": "2.1",

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Sequence, TypedDict
 import numpy as np
 import torch
 
-from utils.stats import compare, verdict
+from utils.comparison_utils import compare, verdict
 
 
 class ModelResult(TypedDict, total=False):
@@ -275,7 +275,7 @@ def aggregate(results: Sequence[ModelResult]) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Whether two models differ (see utils/stats.py)
+# Whether two models differ (see utils/comparison_utils.py)
 
 METRIC_NAMES = {"test_acc": "test acc", "gap": "train − test", "train_acc": "train acc",
                 "test_acc_tta": "test acc с TTA"}
