@@ -33,6 +33,8 @@ def test_convergence_report_compares_each_contrast_at_both_budgets(tmp_path):
     committed = [save(main, m, s, 15, acc + 0.001 * s) for s in range(3)
                  for m, acc in (("Plain-9", 0.70), ("Residual-9", 0.75), ("Plain-21", 0.72))]
     write_contrasts(main, committed, [("Residual-9", "Plain-9"), ("Plain-21", "Plain-9")])
+    (main / "table.md").write_text("| модель | test acc |\n| --- | --- |\n| Plain-9 | x |\n| Plain-21 | x |\n"
+                                   "| Residual-9 | x |\n\n_caption_\n")
     (main / "stability.json").write_text("{}")  # not a result: skipped
     twice = check / "architecture_analysis" / "depth"
     save(twice, "Plain-9", 0, 30, 0.80)
@@ -47,4 +49,6 @@ def test_convergence_report_compares_each_contrast_at_both_budgets(tmp_path):
     assert "| Plain-21 − Plain-9 | +2.00 [+2.00; +2.00] | +2.00 | +1.00 | тот же |" in text
     assert "изменился: Residual-9 > Plain-21 > Plain-9 → Plain-21 > Plain-9 > Residual-9." in text
     assert "Проверка не закончена" not in text
+    rows = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| Plain") or line.startswith("| Res")]
+    assert rows[:3] == ["| Plain-9", "| Plain-21", "| Residual-9"]  # the committed table's order
     assert write_report(tmp_path / "results", tmp_path / "nothing") is None

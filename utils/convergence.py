@@ -36,6 +36,14 @@ def declared_contrasts(contrasts_md: Path) -> list[tuple[str, str]]:
     return pairs
 
 
+def table_order(table_md: Path) -> list[str]:
+    """The model names in the first column of a committed ``table.md`` (the experiment's own order)."""
+    if not table_md.is_file():
+        return []
+    rows = [line.strip().strip("|").split("|") for line in _read(table_md).splitlines() if line.startswith("|")]
+    return [cells[0].strip() for cells in rows[2:]]  # after the header and the --- row
+
+
 def _acc(runs: Sequence[dict[str, Any]] | None, seed: int | None = None) -> float | None:
     """Test accuracy of ``seed`` among ``runs`` (the mean over them with ``seed=None``)."""
     if not runs:
@@ -54,8 +62,10 @@ def _order(accs: dict[str, float | None]) -> list[str]:
 
 
 def part_report(name: str, committed: list[dict[str, Any]], check: list[dict[str, Any]],
-                pairs: Sequence[tuple[str, str]], seed: int = 0) -> str:
-    """The markdown section of one part (see the module docstring)."""
+                pairs: Sequence[tuple[str, str]], order: Sequence[str] = (), seed: int = 0) -> str:
+    """The markdown section of one part (see the module docstring); models in ``order`` first."""
+    rank = {m: i for i, m in enumerate(order)}
+    committed = sorted(committed, key=lambda r: rank.get(r["model"], len(rank)))
     main, twice = by_model(committed), by_model(check)
     rows = {r["model"]: r for r in aggregate(committed)}
     n_ep = "/".join(sorted({str(r["epochs"]) for r in committed}))
@@ -120,7 +130,8 @@ def write_report(results_dir: Path, check_dir: Path) -> Path | None:
         check, committed = _seed_results(check_dir / name), _seed_results(results_dir / name)
         if check and committed:
             sections.append(part_report(name, committed, check,
-                                        declared_contrasts(results_dir / name / "contrasts.md")))
+                                        declared_contrasts(results_dir / name / "contrasts.md"),
+                                        table_order(results_dir / name / "table.md")))
     if not sections:
         return None
     head = ("# Проверка сходимости: те же сравнения при вдвое большем числе эпох (сид 0)\n\n"
