@@ -4,7 +4,7 @@ Each part's committed comparison ran N epochs with 3 seeds (``results/<experimen
 ran 2N epochs with seed 0 (``--results-dir results/check_2x``, the same experiment folders). This
 module writes ``results/check_2x/convergence.md``: per part, each model's test accuracy at N and
 2N epochs and each declared contrast (read from the committed ``contrasts.md``) at both budgets,
-with whether its sign held. One seed at 2N says whether the order held, not by how much.
+with whether seed 0's sign held. One seed at 2N says whether the order held, not by how much.
 
     python -m utils.convergence
 """
@@ -86,7 +86,7 @@ def part_report(name: str, committed: list[dict[str, Any]], check: list[dict[str
     lines.append("")
     if pairs:
         lines += [f"| сравнение (test acc) | {n_ep} эпох: разница [95 % ДИ], п.п. | {n_ep} эпох, сид {seed} "
-                  f"| {n2_ep} эпох, сид {seed} | знак при {n2_ep} эпохах |", "| --- | --- | --- | --- | --- |"]
+                  f"| {n2_ep} эпох, сид {seed} | знак сида {seed} при {n2_ep} эпохах |", "| --- | --- | --- | --- | --- |"]
         for a, b in pairs:
             if a not in main or b not in main:
                 continue
@@ -95,9 +95,10 @@ def part_report(name: str, committed: list[dict[str, Any]], check: list[dict[str
                                                   f"{_pct(c['high'], True)}]")
             d1 = _diff(main.get(a), main.get(b), seed)
             d2 = _diff(twice.get(a), twice.get(b), seed)
-            if d2 is None or c["diff"] is None:
+            ref = d1 if d1 is not None else c["diff"]  # the same seed at N, so that only the budget differs
+            if d2 is None or ref is None:
                 sign = "–"
-            elif (d2 > 0) == (c["diff"] > 0) or d2 == c["diff"] == 0:
+            elif (d2 > 0) == (ref > 0) or d2 == ref == 0:
                 sign = "тот же"
             else:
                 sign = "**сменился**" + ("" if c["real"] else " (при N — в пределах шума)")
