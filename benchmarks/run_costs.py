@@ -19,7 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from utils.results import load_result, write_text_atomic  # noqa: E402
+from utils.results import load_result, load_seed_results, write_text_atomic  # noqa: E402
 
 # sub-task, its folder under results/, the run record of the script and part that made it
 PARTS = (("1.1", "mnist_comparison", "homework_cnn_vs_fc_comparison_part1.1"),
@@ -32,7 +32,7 @@ PARTS = (("1.1", "mnist_comparison", "homework_cnn_vs_fc_comparison_part1.1"),
 
 def part_cost(folder: Path) -> dict | None:
     """Models, seeds, epochs and the training minutes of each seed (all its models together)."""
-    results = [r for r in map(load_result, sorted(folder.glob("*_seed*.json"))) if r and "seed" in r]
+    results = load_seed_results(folder)
     if not results:
         return None
     minutes: dict[int, float] = defaultdict(float)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from utils.results import ReportError, _read, aggregate, by_model, load_result, write_text_atomic
+from utils.results import ReportError, _read, aggregate, by_model, load_seed_results, write_text_atomic
 from utils.comparison_utils import compare
 
 # The experiment folders of the homework, in the README's order, with their sub-task.
@@ -23,34 +23,28 @@ PARTS = {"mnist_comparison": "1.1", "cifar_comparison": "1.2", "architecture_ana
          "architecture_analysis/depth": "2.2", "custom_layers": "3.1", "residual_blocks": "3.2"}
 
 
+def _table_rows(table_md: Path) -> list[list[str]]:
+    """The body rows of a markdown table file as stripped cells (no header, no --- row)."""
+    if not table_md.is_file():
+        return []
+    rows = [line.strip().strip("|").split("|") for line in _read(table_md).splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in cells] for cells in rows[2:]]
+
+
 def declared_contrasts(contrasts_md: Path) -> list[tuple[str, str]]:
     """The test-accuracy pairs (A, B) of a ``contrasts.md`` written by ``write_contrasts``."""
-    if not contrasts_md.is_file():
-        return []
-    pairs = []
-    for line in _read(contrasts_md).splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) > 2 and cells[1] == "test acc" and " − " in cells[0]:
-            a, b = cells[0].split(" − ", 1)
-            pairs.append((a, b))
-    return pairs
+    return [tuple(cells[0].split(" − ", 1)) for cells in _table_rows(contrasts_md)  # type: ignore[misc]
+            if len(cells) > 2 and cells[1] == "test acc" and " − " in cells[0]]
 
 
 def table_order(table_md: Path) -> list[str]:
     """The model names in the first column of a committed ``table.md`` (the experiment's own order)."""
-    if not table_md.is_file():
-        return []
-    rows = [line.strip().strip("|").split("|") for line in _read(table_md).splitlines() if line.startswith("|")]
-    return [cells[0].strip() for cells in rows[2:]]  # after the header and the --- row
+    return [cells[0] for cells in _table_rows(table_md)]
 
 
-def _acc(runs: Sequence[dict[str, Any]] | None, seed: int | None = None) -> float | None:
-    """Test accuracy of ``seed`` among ``runs`` (the mean over them with ``seed=None``)."""
-    if not runs:
-        return None
-    values = [r.get("test_acc") for r in runs if seed is None or r.get("seed") == seed]
-    values = [v for v in values if v is not None]
-    return sum(values) / len(values) if values else None
+def _acc(runs: Sequence[dict[str, Any]] | None, seed: int) -> float | None:
+    """Test accuracy of ``seed`` among ``runs`` (None if it has none)."""
+    return next((r.get("test_acc") for r in runs or () if r.get("seed") == seed), None)
 
 
 def _pct(value: float | None, signed: bool = False) -> str:
@@ -118,17 +112,11 @@ def _diff(a: Sequence[dict[str, Any]] | None, b: Sequence[dict[str, Any]] | None
     return None if x is None or y is None else x - y
 
 
-def _seed_results(folder: Path) -> list[dict[str, Any]]:
-    """The model-seed results in ``folder`` (none if it does not exist)."""
-    found = (load_result(p, warn=True) for p in sorted(folder.glob("*_seed*.json")))
-    return [r for r in found if r is not None and "seed" in r]
-
-
 def write_report(results_dir: Path, check_dir: Path) -> Path | None:
     """Write ``<check_dir>/convergence.md`` for every part that has a check; None if none has."""
     sections = []
     for name in PARTS:
-        check, committed = _seed_results(check_dir / name), _seed_results(results_dir / name)
+        check, committed = load_seed_results(check_dir / name), load_seed_results(results_dir / name)
         if check and committed:
             sections.append(part_report(name, committed, check,
                                         declared_contrasts(results_dir / name / "contrasts.md"),

@@ -193,6 +193,12 @@ def load_results(folder: Path) -> list[dict[str, Any]]:
     return [r for r in (load_result(p, warn=True) for p in paths) if r is not None]
 
 
+def load_seed_results(folder: Path) -> list[ModelResult]:
+    """The model-seed results (``<model>_seed<k>.json``) in ``folder``; none if it does not exist."""
+    found = (load_result(p, warn=True) for p in sorted(Path(folder).glob("*_seed*.json")))
+    return [r for r in found if r is not None and "seed" in r]
+
+
 SUMMARY_COLUMNS = ("model", "seed", "params", "epochs", "train_loss", "train_acc", "test_loss",
                    "test_acc", "gap", "train_time_s", "inference_time_s", "train_images_per_s", "diverged")
 
