@@ -39,8 +39,12 @@ def test_convergence_report_compares_each_contrast_at_both_budgets(tmp_path):
                                    "| Residual-9 | x |\n\n_caption_\n")
     (main / "stability.json").write_text("{}")  # not a result: skipped
     twice = check / "architecture_analysis" / "depth"
-    save(twice, "Plain-9", 0, 30, 0.80)
-    save(twice, "Residual-9", 0, 30, 0.78)  # the real +5 pt contrast flips at 2N
+    check_runs = [save(twice, "Plain-9", 0, 30, 0.80), save(twice, "Residual-9", 0, 30, 0.78)]
+    # the real +5 pt contrast flips at 2N; the check's own contrasts.md gives its one-seed difference
+    write_contrasts(twice, check_runs, [("Residual-9", "Plain-9")])
+    one_seed = (twice / "contrasts.md").read_text()
+    assert "| Residual-9 − Plain-9 | test acc | -2.00 |" in one_seed and "Один сид" in one_seed
+    assert "ДИ" not in one_seed
     assert "Проверка не закончена:** нет Plain-21" in write_report(tmp_path / "results", check).read_text()
 
     save(twice, "Plain-21", 0, 30, 0.81)

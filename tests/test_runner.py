@@ -165,7 +165,11 @@ def test_compare_paired_by_seed_and_welch_otherwise():
     assert welch["test"] == "Welch" and welch["low"] < 0 < welch["high"] and not welch["real"]
     half_welch = 100 * (welch["high"] - welch["low"]) / 2
     assert verdict(welch) == f"в пределах шума (±{half_welch:.2f} п.п.)" and verdict(paired) == "различие реально"
-    assert compare(a[:1], b[:1])["diff"] is None and verdict(compare(a[:1], b[:1])) == "нужно ≥ 2 сидов"
+    one = compare(a[:1], b[:1])  # one shared seed: its difference, no interval
+    assert one["diff"] == pytest.approx(a[0]["test_acc"] - b[0]["test_acc"]) and one["low"] is None
+    assert verdict(one) == "один сид: без интервала" and not one["real"]
+    apart = compare(a[:1], b[1:2])  # different seeds: nothing to pair
+    assert apart["diff"] is None and verdict(apart) == "нужно ≥ 2 сидов"
 
 
 def test_run_records_keep_the_flags_that_change_a_run_but_not_paths():

@@ -57,6 +57,7 @@ def compare(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], key: str =
     both, so the per-seed differences cancel that part of the noise); Welch's interval otherwise.
     With 3 seeds the t quantile is large (4.30 for a paired test), so intervals are wide: a
     difference is real only where the interval excludes zero. Diverged seeds (None) are dropped.
+    With one seed on each side (the same one) the difference comes without an interval.
     """
     va = {r.get("seed"): r.get(key) for r in a if r.get(key) is not None}
     vb = {r.get("seed"): r.get(key) for r in b if r.get(key) is not None}
@@ -73,6 +74,9 @@ def compare(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], key: str =
         diff, se = float(xa.mean() - xb.mean()), math.sqrt(sa + sb)
         df = (sa + sb) ** 2 / (sa ** 2 / (len(xa) - 1) + sb ** 2 / (len(xb) - 1)) if sa + sb > 0 else math.inf
         n, test = min(len(xa), len(xb)), "Welch"
+    elif len(shared) == 1 and len(va) == len(vb) == 1:  # one seed (a check run): a difference, no interval
+        return {"diff": va[shared[0]] - vb[shared[0]], "low": None, "high": None, "n": 1, "test": "n < 2",
+                "real": False}
     else:
         return {"diff": None, "low": None, "high": None, "n": min(len(va), len(vb)), "test": "n < 2",
                 "real": False}
@@ -85,6 +89,8 @@ def verdict(c: dict[str, Any], scale: float = 100.0, unit: str = "п.п.") -> st
     """What a comparison from :func:`compare` allows one to say, in the README's words."""
     if c["diff"] is None:
         return "нужно ≥ 2 сидов"
+    if c["low"] is None:
+        return "один сид: без интервала"
     if c["real"]:
         return "различие реально"
     return f"в пределах шума (±{scale * (c['high'] - c['low']) / 2:.2f} {unit})"

@@ -85,7 +85,7 @@ def part_report(name: str, committed: list[dict[str, Any]], check: list[dict[str
             if a not in main or b not in main:
                 continue
             c = compare(main[a], main[b])
-            now = "–" if c["diff"] is None else (f"{_pct(c['diff'], True)} [{_pct(c['low'], True)}; "
+            now = "–" if c["low"] is None else (f"{_pct(c['diff'], True)} [{_pct(c['low'], True)}; "
                                                   f"{_pct(c['high'], True)}]")
             d1 = _diff(main.get(a), main.get(b), seed)
             d2 = _diff(twice.get(a), twice.get(b), seed)

@@ -299,21 +299,25 @@ def write_contrasts(experiment_dir: Path, results: Sequence[ModelResult],
             continue
         c = compare(groups[a], groups[b], key)
         rows.append({"contrast": f"{a} − {b}", "metric": METRIC_NAMES.get(key, key), "diff": c["diff"],
-                     "ci": "–" if c["diff"] is None else f"[{100 * c['low']:+.2f}; {100 * c['high']:+.2f}]",
+                     "ci": "–" if c["low"] is None else f"[{100 * c['low']:+.2f}; {100 * c['high']:+.2f}]",
                      "test": c["test"], "n": c["n"],
                      "verdict": verdict(c)})
     columns = [("contrast", "сравнение", "str"), ("metric", "метрика", "str"), ("diff", "разница, п.п.", "pct"),
                ("ci", "95 % ДИ, п.п.", "str"), ("test", "t-интервал", "str"), ("n", "сидов", "int"),
                ("verdict", "вывод", "str")]
     kinds = {(r["test"], r["n"]) for r in rows}
-    if len(kinds) == 1 and next(iter(kinds))[0] == "paired":  # the usual case: say it once, in the caption
-        how = f"парный по {next(iter(kinds))[1]} общим сидам"
+    caption = ("_95 % t-интервал разницы средних ({}); различие реально, только если интервал не содержит "
+               "нуля._")
+    if kinds == {("n < 2", 1)}:  # a one-seed check run: its differences show the order, not the noise
+        caption = "_Один сид: разница этого сида, без интервала; о различии судят прогоны с ≥ 2 сидами._"
+        columns = [c for c in columns if c[0] not in ("ci", "test", "n", "verdict")]
+    elif len(kinds) == 1 and next(iter(kinds))[0] == "paired":  # the usual case: say it once, in the caption
+        caption = caption.format(f"парный по {next(iter(kinds))[1]} общим сидам")
         columns = [c for c in columns if c[0] not in ("test", "n")]
     else:
-        how = "парный по общим сидам, иначе Уэлча"
+        caption = caption.format("парный по общим сидам, иначе Уэлча")
     return write_markdown_table(Path(experiment_dir) / "contrasts.md", rows, columns, is_reduced(results),
-                                f"_95 % t-интервал разницы средних ({how}); различие реально, только если "
-                                f"интервал не содержит нуля._")
+                                caption)
 
 
 # ---------------------------------------------------------------------------------------------
