@@ -19,16 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from utils.results import load_result, load_seed_results, write_text_atomic  # noqa: E402
-
-# sub-task, its folder under results/, the run record of the script and part that made it
-PARTS = (("1.1", "mnist_comparison", "homework_cnn_vs_fc_comparison_part1.1"),
-         ("1.2", "cifar_comparison", "homework_cnn_vs_fc_comparison_part1.2"),
-         ("2.1", "architecture_analysis/kernels", "homework_cnn_architecture_analysis_part2.1"),
-         ("2.2", "architecture_analysis/depth", "homework_cnn_architecture_analysis_part2.2"),
-         ("3.1", "custom_layers", "homework_custom_layers_experiments_part3.1"),
-         ("3.2", "residual_blocks", "homework_custom_layers_experiments_part3.2"))
-
+from utils.results import HOMEWORK_PARTS, load_result, load_seed_results, write_text_atomic  # noqa: E402
 
 def part_cost(folder: Path) -> dict | None:
     """Models, seeds, epochs and the training minutes of each seed (all its models together)."""
@@ -52,7 +43,8 @@ def cost_table(results_dir: Path) -> str:
     lines = ["| часть | моделей | сидов | эпох | обучение одного сида, мин: среднее (мин–макс) | процессор |",
              "| --- | --- | --- | --- | --- | --- |"]
     total, whole = 0.0, True
-    for part, folder, record in PARTS:
+    for part, folder, script in HOMEWORK_PARTS:
+        record = f"{script}_part{part}"
         cost = part_cost(results_dir / folder)
         if cost is None or not len(cost["complete"]):
             whole = False

@@ -15,12 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from utils.results import ReportError, _read, aggregate, by_model, load_seed_results, write_text_atomic
+from utils.results import HOMEWORK_PARTS, ReportError, _read, aggregate, by_model, load_seed_results, write_text_atomic
 from utils.comparison_utils import compare
 
 # The experiment folders of the homework, in the README's order, with their sub-task.
-PARTS = {"mnist_comparison": "1.1", "cifar_comparison": "1.2", "architecture_analysis/kernels": "2.1",
-         "architecture_analysis/depth": "2.2", "custom_layers": "3.1", "residual_blocks": "3.2"}
+PARTS = {folder: part for part, folder, _ in HOMEWORK_PARTS}
 
 
 def _table_rows(table_md: Path) -> list[list[str]]:

@@ -477,6 +477,16 @@ def git_commit() -> str | None:
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
+# The homework's sub-tasks in the README's order: the folder under ``results/`` each writes and
+# the script that runs it (its run record is ``results/runs/<script>_part<sub-task>.json``).
+HOMEWORK_PARTS = (("1.1", "mnist_comparison", "homework_cnn_vs_fc_comparison"),
+                  ("1.2", "cifar_comparison", "homework_cnn_vs_fc_comparison"),
+                  ("2.1", "architecture_analysis/kernels", "homework_cnn_architecture_analysis"),
+                  ("2.2", "architecture_analysis/depth", "homework_cnn_architecture_analysis"),
+                  ("3.1", "custom_layers", "homework_custom_layers_experiments"),
+                  ("3.2", "residual_blocks", "homework_custom_layers_experiments"))
+
+
 def record_run(results_dir: Path, script: str, part: str, preset: str, seconds: float,
                device: str, commit: str | None = None) -> None:
     """Write the wall time and peak memory of a whole script run to ``<results>/runs/``, with the
