@@ -133,3 +133,25 @@ def test_run_costs_sum_training_per_seed_over_complete_seeds(tmp_path):
     table = cost_table(tmp_path)
     assert "| 1.1 | 2 | 3 | 8 | 3.5 (3.0–4.0) | Intel Xeon Processor, 2 threads |" in table
     assert "| 1.2 |" not in table and "весь ДЗ (не все части)" in table and "**4**" in table
+
+
+def test_layers_in_network_finds_every_place_and_sets_predicted_beside_measured(tmp_path):
+    from benchmarks.bench_layers_in_network import layer_places, measured_extra
+    from models.custom_layers import STANDARD_LAYERS
+    places = layer_places(STANDARD_LAYERS, batch=2)
+    stages = [(16, (2, 16, 32, 32)), (32, (2, 32, 16, 16)), (64, (2, 64, 8, 8))]
+    assert places["conv"] == places["attention"] == places["pooling"] == stages
+    assert places["activation"] == [(16, (2, 16, 32, 32))] + stages  # the stem's activation too
+    for model, seed, seconds in (("CNN-standard", 0, 100), ("CNN-standard", 1, 110), ("standard+Swish", 1, 150),
+                                 ("standard+Swish", 0, 120), ("CNN-custom", 2, 500)):
+        (tmp_path / f"{model}_seed{seed}.json").write_text(json.dumps(
+            {"model": model, "seed": seed, "epochs": 2, "steps_per_epoch": 5, "train_time_s": seconds, "config": {}}))
+    extra, steps = measured_extra(tmp_path)
+    assert extra["standard+Swish"] == [20, 40] and extra["CNN-custom"] == [] and steps == 10
+    proc = run_script("benchmarks/bench_layers_in_network.py", "--batch-size", 2, "--repeats", 1, "--warmup", 1,
+                      "--threads", 1, "--results", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert len(rows) == 2 + 4 + 1 and "| +20 / +40 |" in rows[4]  # activation: Swish's measured row
+    bad = run_script("benchmarks/bench_layers_in_network.py", "--results", tmp_path / "none")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
