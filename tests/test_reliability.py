@@ -250,6 +250,11 @@ def test_malformed_run_records_are_skipped(tmp_path, capsys):
     assert record["model"] == "script" and "cpu" in record and "commit" in record
     assert "a.json is not a result" in capsys.readouterr().err
     assert "| script |" in (tmp_path / "runs" / "table.md").read_text()
+    record_run(tmp_path, "script", "all", "quick", 30.0, "cpu")  # a second launch keeps the first
+    record_run(tmp_path, "script", "all", "default", 90.0, "cpu")
+    record, = load_results(tmp_path / "runs")
+    assert record["wall_time_min"] == 1.5 and [r["wall_time_min"] for r in record["earlier"]] == [1.0, 0.5]
+    assert [r["preset"] for r in record["earlier"]] == ["default", "quick"] and "earlier" not in record["earlier"][1]
 
 
 # 4. No silent wrong results ------------------------------------------------------------------

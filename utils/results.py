@@ -22,6 +22,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypedDict
@@ -487,17 +488,27 @@ HOMEWORK_PARTS = (("1.1", "mnist_comparison", "homework_cnn_vs_fc_comparison"),
                   ("3.2", "residual_blocks", "homework_custom_layers_experiments"))
 
 
+EARLIER_KEYS = ("preset", "flags", "wall_time_min", "peak_rss_mb", "device", "cpu", "commit", "finished")
+
+
 def record_run(results_dir: Path, script: str, part: str, preset: str, seconds: float,
                device: str, commit: str | None = None) -> None:
     """Write the wall time and peak memory of a whole script run to ``<results>/runs/``, with the
-    git commit it ran (``commit``, taken when it started; by default the one checked out now)."""
+    git commit it ran (``commit``, taken when it started; by default the one checked out now).
+    The record of the same script and part's earlier launches moves to its ``earlier`` list, so
+    that a study resumed over several sittings keeps the cost of each."""
     out = Path(results_dir) / "runs"
     name = script if part == "all" else f"{script}_part{part}"
+    previous = load_result(out / f"{name}.json") or {}
+    earlier = list(previous.pop("earlier", []))
+    if previous:
+        earlier.append({k: previous[k] for k in EARLIER_KEYS if k in previous})
     write_json_atomic(out / f"{name}.json", {
         "model": script, "script": script, "part": part, "preset": preset,
         "argv": sys.argv[1:], "flags": run_flags(sys.argv[1:]), "wall_time_min": seconds / 60, "peak_rss_mb": peak_rss_mb(),
         "device": device, "cpu": cpu_name(), "torch": torch.__version__,
-        "commit": commit or git_commit()})
+        "commit": commit or git_commit(), "finished": time.strftime("%Y-%m-%d %H:%M"),
+        **({"earlier": earlier} if earlier else {})})
     runs = load_results(out)
     reduced = any(r.get("preset") != "default" for r in runs)
     write_markdown_table(out / "table.md", runs, RUN_COLUMNS, reduced)
