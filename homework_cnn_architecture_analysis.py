@@ -25,7 +25,7 @@ from utils.cli import add_dataset_argument, base_parser, run_main, setup
 from utils.data import ImageSet
 from utils.receptive_field import effective_receptive_field, erf_extent, receptive_field_info
 from utils.results import ModelResult, by_model, write_npz_atomic, write_table
-from utils.runner import Context, Experiment, ModelSpec, for_dataset, run_experiments
+from utils.runner import Context, Experiment, ModelSpec, chosen, run_experiments
 from utils.training_utils import set_seed
 from utils.visualization_utils import (plot_filters, plot_gradient_flow, plot_heatmap_grid,
                                        plot_layer_norms, plot_maps_with_inputs)
@@ -281,8 +281,7 @@ def main() -> argparse.Namespace:
     add_dataset_argument(parser, "cifar10", "data set of both parts")
     args = parser.parse_args()
     device = setup(args)
-    run_experiments([for_dataset(e, args.dataset) for p, e in EXPERIMENTS.items() if args.part in (p, "all")],
-                    args, device)
+    run_experiments(chosen(EXPERIMENTS, args), args, device)
     return args
 
 

@@ -17,7 +17,7 @@ from models.cnn_models import CNNWithResidual, FullyConnected, SimpleCNN
 from utils.cli import add_dataset_argument, base_parser, run_main, setup
 from utils.data import ImageSet
 from utils.results import STANDARD_COLUMNS, ModelResult, by_model, is_reduced, write_markdown_table
-from utils.runner import Context, Experiment, ModelSpec, for_dataset, run_experiments
+from utils.runner import Context, Experiment, ModelSpec, chosen, run_experiments
 from utils.training_utils import FAST_LR, FAST_MODEL_OPTIONS, FAST_RECIPE
 
 MNIST_LR = 0.1  # 1.1: peak of the one-cycle schedule, SGD + Nesterov, batch 128
@@ -96,8 +96,7 @@ def main() -> argparse.Namespace:
                                        "assignment's (MNIST for 1.1, CIFAR-10 for 1.2)")
     args = parser.parse_args()
     device = setup(args)
-    run_experiments([for_dataset(e, args.dataset) for p, e in EXPERIMENTS.items() if args.part in (p, "all")],
-                    args, device)
+    run_experiments(chosen(EXPERIMENTS, args), args, device)
     return args
 
 

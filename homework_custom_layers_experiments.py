@@ -30,7 +30,7 @@ from utils.cli import add_dataset_argument, base_parser, is_reduced_run, run_mai
 from utils.data import ImageSet
 from utils.results import (ModelResult, aggregate, by_model, is_reduced, run_caption,
                            write_json_atomic, write_markdown_table)
-from utils.runner import Context, Experiment, ModelSpec, for_dataset, run_experiments
+from utils.runner import Context, Experiment, ModelSpec, chosen, for_dataset, run_experiments
 from utils.training_utils import timed
 from utils.visualization_utils import (plot_function_panels, plot_grad_norm_traces, plot_image_grid,
                                        plot_matrix, plot_seed_spread)
@@ -365,7 +365,7 @@ def main() -> argparse.Namespace:
     add_dataset_argument(parser, "cifar10", "data set of both parts")
     args = parser.parse_args()
     device = setup(args)
-    experiments = [for_dataset(e, args.dataset) for p, e in EXPERIMENTS.items() if args.part in (p, "all")]
+    experiments = chosen(EXPERIMENTS, args)
     layers = for_dataset(EXPERIMENTS["3.1"], args.dataset).name  # the layer benchmark writes there too
 
     def layer_benchmark() -> None:

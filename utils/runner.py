@@ -85,6 +85,11 @@ def for_dataset(exp: Experiment, dataset: str | None) -> Experiment:
     return replace(exp, dataset=dataset, name=f"{exp.name}_{dataset}")
 
 
+def chosen(experiments: dict[str, Experiment], args: argparse.Namespace) -> list[Experiment]:
+    """The sub-tasks ``--part`` names (all for "all"), on the ``--dataset`` if one is given."""
+    return [for_dataset(e, args.dataset) for part, e in experiments.items() if args.part in (part, "all")]
+
+
 def run_experiments(experiments: Sequence[Experiment], args: argparse.Namespace, device: torch.device,
                     before: Callable[[], Any] | None = None) -> list[list[ModelResult]]:
     """Run ``experiments`` in order, holding the lock of every folder they write (and ``before``,
