@@ -27,7 +27,7 @@ from utils.receptive_field import effective_receptive_field, erf_extent, recepti
 from utils.results import ModelResult, by_model, write_npz_atomic, write_table
 from utils.runner import Context, Experiment, ModelSpec, chosen, run_experiments
 from utils.training_utils import set_seed
-from utils.visualization_utils import (plot_filters, plot_gradient_flow, plot_heatmap_grid,
+from utils.visualization_utils import (grad_norm_range, plot_filters, plot_gradient_flow, plot_heatmap_grid,
                                        plot_layer_norms, plot_maps_with_inputs)
 
 LR = 0.1  # peak of the one-cycle schedule, SGD + Nesterov, batch 128
@@ -184,6 +184,15 @@ def load_maps(ctx: Context, results: list[ModelResult]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # The figures of each part (from the saved results and arrays)
 
+def robust_max(maps: list[torch.Tensor]) -> float:
+    """The 99.5th percentile of every value drawn: one shared scale that a few peaks do not set
+    (a scale set by the single largest value leaves most maps black)."""
+    values = torch.cat([torch.as_tensor(m).flatten().float() for m in maps]) if maps else torch.ones(1)
+    if values.numel() > 16_000_000:  # torch.quantile's limit; a strided sample is as good
+        values = values[:: values.numel() // 16_000_000 + 1]
+    return float(torch.quantile(values, 0.995)) or 1.0
+
+
 def kernel_figures(ctx: Context, results: list[ModelResult]) -> None:
     maps = load_maps(ctx, results)
     first = [runs[0] for name, runs in by_model(results).items() if name in maps]
@@ -192,43 +201,47 @@ def kernel_figures(ctx: Context, results: list[ModelResult]) -> None:
     prefix, inputs = ctx.experiment.dataset, ctx.test.images[:SHOWN_IMAGES]
     names = [r["model"] for r in first]
     rows = [(i, n) for i in range(len(inputs)) for n in names]
-    plot_maps_with_inputs([inputs[i] if n == names[0] else None for i, n in rows],
-                          [maps[n]["activations"][i] for i, n in rows],
+    activations = [maps[n]["activations"][i] for i, n in rows]
+    vmax = robust_max(activations)
+    plot_maps_with_inputs([inputs[i] if n == names[0] else None for i, n in rows], activations,
                           ctx.plots / f"{prefix}_first_layer_activations.png",
-                          f"Первый блок (до пулинга): {SHOWN_CHANNELS} самых активных каналов; "
-                          "шкала общая для всех ядер",
-                          row_labels=[f"изобр. {i}: {n}" for i, n in rows])
+                          f"Первый блок (до пулинга): {SHOWN_CHANNELS} самых активных каналов; шкала "
+                          "общая для всех ядер, выше 99.5-го перцентиля — насыщение",
+                          row_labels=[f"изобр. {i + 1}: {n}" for i, n in rows], vmax=vmax)
     plot_filters({n: maps[n]["filters"] for n in names}, ctx.plots / f"{prefix}_first_layer_filters.png",
-                 "Ядра первой свёртки (красное > 0, синее < 0)")
+                 "Ядра первой свёртки как RGB-картинки (каждое растянуто на свой диапазон: "
+                 "цвет — предпочитаемый цвет входа, не знак)")
     erf = torch.stack([torch.stack([maps[n]["erf_init"], maps[n]["erf"]]) for n in names], 1)
     boxes = [(*r["rf_centre"], r["receptive_field"]) for r in first]
     plot_heatmap_grid(erf, ctx.plots / f"{prefix}_effective_receptive_field.png",
                       "Эффективное рецептивное поле |∂ центр. нейрон / ∂ вход| (штрих — теоретическое)",
                       row_labels=["инициализация", "после обучения"],
-                      col_labels=[f"{r['model']} (RF {r['receptive_field']})" for r in first], boxes=boxes)
+                      col_labels=[f"{r['model']} (теор. поле {r['receptive_field']} px)" for r in first],
+                      boxes=boxes, value_label="доля максимума своей панели")
 
 
 def depth_figures(ctx: Context, results: list[ModelResult]) -> None:
     write_table(ctx.out, results, GRADIENT_COLUMNS, name="gradients.md")
     prefix = ctx.experiment.dataset
     first = [runs[0] for runs in by_model(results).values()]
+    ylim = grad_norm_range(first)  # one scale: the figures are read side by side
     for r in first:
-        plot_gradient_flow(r, ctx.plots / f"{prefix}_{r['model']}_gradient_flow.png")
+        plot_gradient_flow(r, ctx.plots / f"{prefix}_{r['model']}_gradient_flow.png", ylim)
     plot_layer_norms([("при инициализации", {r["model"]: r["grad_norms_init"] for r in first}),
                       ("последняя эпоха (среднее)", {r["model"]: r["history"][-1]["grad_norms"] for r in first})],
                      ctx.plots / f"{prefix}_gradient_norms.png",
                      "Нормы градиента по слоям (веса свёрток, проекций и классификатора; первый сид)")
     maps = load_maps(ctx, results)
     # One scale for every model: a network whose signal dies looks dim, not as bright as a healthy one.
-    values = [v.flatten() for m in maps.values() for k, v in m.items() if k.startswith("conv")]
-    vmax = float(torch.quantile(torch.cat(values).float(), 0.995)) if values else 1.0  # robust to a few peaks
+    vmax = robust_max([v for m in maps.values() for k, v in m.items() if k.startswith("conv")])
     for model, m in maps.items():
         layers = sorted((k for k in m if k.startswith("conv")), key=lambda k: int(k[4:]))
         plot_maps_with_inputs([ctx.test.images[0]] + [None] * (len(layers) - 1), [m[k] for k in layers],
                               ctx.plots / f"{prefix}_{model}_feature_maps.png",
-                              f"{model}: карты признаков одного тестового изображения "
-                              "(самые активные каналы; шкала общая для всех моделей)",
-                              row_labels=[f"после свёртки {k[4:]}" for k in layers], vmax=vmax)
+                              f"{model}: карты признаков одного тестового изображения (самые активные "
+                              "каналы; шкала общая для всех моделей, выше 99.5-го перцентиля — насыщение)",
+                              row_labels=[f"после свёртки {k[4:]} (макс. {float(m[k].max()):.2g})"
+                                          for k in layers], vmax=vmax)
 
 
 KERNEL_COLUMNS = (
@@ -258,13 +271,14 @@ GRADIENT_COLUMNS = (
 
 # Defaults sized for a 2-core CPU (README). On another data set the folders get its name.
 EXPERIMENTS = {
-    "2.1": Experiment("architecture_analysis/kernels", f"размер ядра при ~{KERNEL_BUDGET // 1000}k параметров",
+    "2.1": Experiment("architecture_analysis/kernels", f"размер ядра при ≈{KERNEL_BUDGET // 1000} тыс. параметров",
                       "cifar10", kernel_models, epochs=KERNEL_EPOCHS, lr=LR, train=TRAIN,
                       columns=KERNEL_COLUMNS, per_model_figures=False, analyse=analyse_kernel_model,
                       report=kernel_figures,
                       contrasts=[("5x5", "3x3"), ("7x7", "3x3"), ("1x1+3x3", "3x3")]),
     "2.2": Experiment("architecture_analysis/depth", "глубина, BatchNorm и residual-связи", "cifar10",
                       depth_models, epochs=DEPTH_EPOCHS, lr=LR, train=TRAIN, columns=DEPTH_COLUMNS,
+                      summary_columns=("grad_ratio_init_per_weight", "grad_ratio_final_per_weight"),
                       per_model_figures=False, analyse=analyse_depth_model, report=depth_figures,
                       contrasts=[("Plain-4", "Plain-2"), ("Plain-9", "Plain-4"), ("Residual-9", "Plain-9"),
                                  ("Plain-9", "Plain-9-noBN"), ("Plain-9-noBN-He", "Plain-9-noBN"),

@@ -139,8 +139,10 @@ def plot_swish_vs_relu(plots_dir: Path, learned_betas: list[float]) -> Path:
         grad_x, _ = swish_bwd(x, s, b, torch.ones_like(x))
         label = f"Swish β={beta:g}" + (" (обученная)" if beta in betas[3:] else "")
         values[label], derivatives[label] = y.numpy(), grad_x.numpy()
-    return plot_function_panels(x.numpy(), [("f(x)", values), ("f'(x) (из backward)", derivatives)],
-                                plots_dir / "swish_vs_relu.png", "Swish(x) = x·σ(βx) vs ReLU")
+    references = ["ReLU"] + [f"Swish β={b:g}" for b in betas[:3]]  # dashed: a learned curve on top shows
+    return plot_function_panels(x.numpy(), [("f(x)", values), ("f'(x) (из обратного прохода)", derivatives)],
+                                plots_dir / "swish_vs_relu.png", "Swish(x) = x·σ(βx) против ReLU",
+                                dashed_labels=references)
 
 
 def layer_figures(model: nn.Module, test: ImageSet, plots_dir: Path, device: torch.device,
@@ -177,7 +179,7 @@ def layer_figures(model: nn.Module, test: ImageSet, plots_dir: Path, device: tor
                              else torch.zeros(a_c.shape[1]) for k in range(len(sample.classes))])
     plot_matrix(per_class.numpy(), plots_dir / "attention_channel_per_class.png",
                 "Канальное внимание a_c последней стадии, среднее по классу", "канал", "класс",
-                row_labels=list(sample.classes))
+                row_labels=list(sample.classes), value_label="вес a_c")
 
     # Pooled outputs of the first pooling layer: max, mean and the learned mix, for the channels
     # with the most max-like, the median and the most mean-like learned mix.
@@ -193,9 +195,10 @@ def layer_figures(model: nn.Module, test: ImageSet, plots_dir: Path, device: tor
         up = lambda t: F.interpolate(t, size=inp.shape[-2:], mode="nearest")[0]  # noqa: E731
         panels = torch.stack([inp[0], up(mx), up(avg), up(mixed)], 1)
     plot_image_grid(panels, plots_dir / "pooled_outputs.png",
-                    "Выход MixedPool2d первой стадии (изображение 1; шкала общая)",
+                    f"Выход MixedPool2d первой стадии ({sample.classes[int(sample.labels[0])]}, "
+                    "1-е изображение выборки; шкала общая)",
                     row_labels=[f"канал {c}, a={mix[c]:.2f}" for c in channels],
-                    col_labels=["вход", "max", "mean", "mixed (обученная a)"],
+                    col_labels=["вход", "максимум", "среднее", "смесь (обученная a)"],
                     shared=(float(panels.min()), float(panels.max()), "значение признака"))
 
     return {"swish_beta": [m.beta.item() for m in model.modules() if isinstance(m, Swish)],

@@ -68,29 +68,11 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
 
 
-class ScaledLinear(nn.Linear):
-    """airbench's classifier: bias-free, unit-std weights, output divided by the input width, so
-    that a large head learning rate (``head_lr_mult``) does not blow up the logits."""
-
-    def __init__(self, in_features: int, out_features: int) -> None:
-        super().__init__(in_features, out_features, bias=False)
-        with torch.no_grad():
-            self.weight /= self.weight.std()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x) / self.in_features
-
-
-def classifier(in_features: int, num_classes: int, scaled: bool = False) -> nn.Linear:
-    """The last layer: a plain ``nn.Linear`` or, for the fast recipe, a :class:`ScaledLinear`."""
-    return ScaledLinear(in_features, num_classes) if scaled else nn.Linear(in_features, num_classes)
-
-
 class FullyConnected(nn.Module):
     """A multilayer perceptron on flattened pixels: Linear-BatchNorm-ReLU(-Dropout) layers.
 
-    ``scaled_head``: the classifier of the fast recipe (:class:`ScaledLinear`), as in
-    :class:`CNNWithResidual`, so both take the same optimiser."""
+    ``scaled_head``: the classifier of the fast recipe, as in :class:`CNNWithResidual` (bias-free,
+    unit-std weights, output divided by its input width), so both take the same optimiser."""
 
     def __init__(self, input_shape: Sequence[int], num_classes: int = 10,
                  hidden: Sequence[int] = (512, 256, 128), dropout: float = 0.0,
@@ -103,11 +85,17 @@ class FullyConnected(nn.Module):
             if dropout:
                 layers.append(nn.Dropout(dropout))
             width = h
-        layers.append(classifier(width, num_classes, scaled_head))
+        head = nn.Linear(width, num_classes, bias=not scaled_head)
+        if scaled_head:
+            with torch.no_grad():
+                head.weight /= head.weight.std()
+        layers.append(head)
         self.net = nn.Sequential(*layers)
+        self.head_scale = 1 / width if scaled_head else 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        x = self.net(x)
+        return x * self.head_scale if self.head_scale != 1.0 else x
 
 
 class SimpleCNN(nn.Module):
@@ -265,8 +253,8 @@ class CNNWithResidual(nn.Module):
     ``dirac``: every 3x3 conv starts as the identity on its first ``in`` output channels, so the
     network starts close to a shallow one; ``frozen_bn_scale``: BatchNorm scales stay 1 (only the
     shifts train; blocks then cannot be zero-initialised, Dirac init takes that role);
-    ``activation``: "relu" or "gelu"; ``scaled_head``: the classifier is a :class:`ScaledLinear`
-    (pairs with a large head learning rate).
+    ``activation``: "relu" or "gelu"; ``scaled_head``: a bias-free classifier with unit-std
+    weights whose output is divided by its input width (pairs with a large head learning rate).
     """
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10,
@@ -291,7 +279,8 @@ class CNNWithResidual(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
-        self.fc = classifier(widths[-1], num_classes, scaled_head)
+        self.scaled_head = scaled_head
+        self.fc = nn.Linear(widths[-1], num_classes, bias=not scaled_head)
         for m in self.modules():
             if isinstance(m, nn.Conv2d) and m.weight.requires_grad:
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -301,6 +290,9 @@ class CNNWithResidual(nn.Module):
                 m.weight.requires_grad = False
             if isinstance(m, BasicBlock) and not frozen_bn_scale:
                 m.zero_init_residual()
+        if scaled_head:
+            with torch.no_grad():
+                self.fc.weight /= self.fc.weight.std()
 
     def init_from_data(self, images: torch.Tensor) -> None:
         """Data-dependent initialisation (the whitening stem's filters), called by train_model."""
@@ -309,7 +301,8 @@ class CNNWithResidual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(self.pool(self.stages(self.stem(x))), 1)
-        return self.fc(self.dropout(x))
+        x = self.fc(self.dropout(x))
+        return x / self.fc.in_features if self.scaled_head else x
 
 
 # --- Task 3: residual block variants (bottleneck and wide; BasicBlock is above) ---------------

@@ -85,16 +85,6 @@ def test_muon_takes_the_hidden_layers_of_a_fully_connected_net_and_it_trains():
 
 
 
-def test_scaled_classifier_is_a_unit_std_linear_divided_by_its_width():
-    from models.cnn_models import ScaledLinear
-    head = ScaledLinear(48, 10)
-    x = torch.randn(5, 48)
-    assert head.bias is None and head.weight.std().item() == pytest.approx(1.0, abs=1e-5)
-    assert torch.allclose(head(x), x @ head.weight.T / 48)
-    assert isinstance(FullyConnected((1, 4, 4), 10, hidden=(8,), scaled_head=True).net[-1], ScaledLinear)
-    assert type(CNNWithResidual().fc) is torch.nn.Linear  # the task-1 model keeps a plain classifier
-
-
 def test_alternating_flip_flips_every_other_epoch():
     data = tiny_set(16)
     it = BatchIterator(data, 16, augment="flip", flip="alternate", seed=1)

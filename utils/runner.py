@@ -63,6 +63,7 @@ class Experiment:
     epochs: int
     lr: float                                    # peak learning rate
     columns: Sequence[Column] = STANDARD_COLUMNS
+    summary_columns: Sequence[str] = ()          # result keys for summary.csv beyond the table's
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields shared by all models
     subset: tuple[int | None, int | None] = (None, None)  # a fixed train / test subset
     seeds: int | None = None                     # a fixed number of seeds (default: --seeds)
@@ -112,11 +113,12 @@ def run_experiment(exp: Experiment, args: argparse.Namespace, device: torch.devi
     ctx = Context(exp, Path(args.results_dir) / exp.name, Path(args.plots_dir) / exp.name,
                   train, test, device, args)
     results = train_models(ctx, exp.models(train), seed_list(args, exp.seeds), cfg, info)
-    write_summary(ctx.out, results, extra_columns=[k for k, _, _ in exp.columns])
+    write_summary(ctx.out, results, extra_columns=[k for k, _, _ in exp.columns] + list(exp.summary_columns))
     write_table(ctx.out, results, exp.columns)
     if exp.contrasts:
         write_contrasts(ctx.out, results, exp.contrasts)
-    save_comparison_figures(results, ctx.plots, exp.dataset, f"{DATASETS[exp.dataset].title}: {exp.title}",
+    save_comparison_figures(results, ctx.plots, exp.dataset,
+                            f"{DATASETS[exp.dataset].title}: {exp.title} (эпох: {cfg.epochs})",
                             per_model=exp.per_model_figures)
     if exp.report is not None:
         exp.report(ctx, results)
