@@ -54,6 +54,9 @@ def test_identical_curves_are_marked_as_coinciding(figures, tmp_path):
     assert "stuck-too (на графике совпадает с stuck)" in legend
     assert "learns" in legend and "stuck" in legend
     assert legend[-2:] == ["обучение", "тест"]
+    vis.plot_overfitting(results, tmp_path / "gap.png", "t")
+    gap_legend = [t.get_text() for t in figures["gap.png"].axes[0].get_legend().get_texts()]
+    assert "stuck-too (на графике совпадает с stuck)" in gap_legend and "learns" in gap_legend
 
 
 def test_gradient_flow_figures_of_one_comparison_share_one_scale(figures, tmp_path):

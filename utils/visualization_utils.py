@@ -56,10 +56,16 @@ def _same_curves(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]]) -> bo
     return all(x.shape == y.shape and np.allclose(x, y, rtol=1e-3, atol=1e-6, equal_nan=True) for x, y in pairs)
 
 
+def _twin(name: str, groups: dict[str, Sequence[dict[str, Any]]]) -> str | None:
+    """The first model drawn before ``name`` whose curves coincide with its curves, if any."""
+    names = list(groups)
+    return next((other for other in names[:names.index(name)] if _same_curves(groups[name], groups[other])), None)
+
+
 def _log_ticks(ax: plt.Axes) -> None:
-    """Labels at 1, 2, 3, 5 x 10^k on a log y-axis: a loss axis spanning less than a decade
-    otherwise shows one or two labelled ticks."""
-    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+    """Labels at 1, 1.5, 2, 3, 5, 7 x 10^k on a log y-axis: a loss axis spanning less than a
+    decade otherwise shows one or two labelled ticks."""
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
@@ -72,8 +78,8 @@ def plot_learning_curves(results: Sequence[dict[str, Any]], path: Path, title: s
     groups = by_model(results)
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     colors = sns.color_palette("tab10", len(groups))
-    for i, ((name, runs), c) in enumerate(zip(groups.items(), colors)):
-        twin = next((other for other, o in list(groups.items())[:i] if _same_curves(runs, o)), None)
+    for (name, runs), c in zip(groups.items(), colors):
+        twin = _twin(name, groups)
         label = name if twin is None else f"{name} (на графике совпадает с {twin})"
         for part, style in (("train", "-"), ("test", "--")):
             for ax, key, scale in ((axes[0], f"{part}_loss", 1.0), (axes[1], f"{part}_acc", 100.0)):
@@ -124,13 +130,16 @@ def _axis_number(value: float, _: Any = None) -> str:
 def plot_overfitting(results: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
     """Generalisation gap per epoch: clean train accuracy minus test accuracy (mean ± std over seeds)."""
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    for name, runs in by_model(results).items():
+    groups = by_model(results)
+    for name, runs in groups.items():
+        twin = _twin(name, groups)
         epochs = _curve(runs, "train_acc")[0]
         gaps = np.array([100 * (np.array(_series(r, "train_acc")[1][:len(epochs)], dtype=float)
                                 - np.array(_series(r, "test_acc")[1][:len(epochs)], dtype=float))
                          for r in runs])
         gap = np.nanmean(gaps, 0)
-        ax.plot(epochs, gap, marker="o", label=_label(name, runs))
+        ax.plot(epochs, gap, marker="o" if twin is None else "x",
+                label=_label(name, runs) + ("" if twin is None else f" (на графике совпадает с {twin})"))
         if len(runs) > 1:
             std = np.nanstd(gaps, 0, ddof=1)
             ax.fill_between(epochs, gap - std, gap + std, alpha=0.15)
