@@ -27,7 +27,7 @@ from utils.receptive_field import effective_receptive_field, erf_extent, recepti
 from utils.results import ModelResult, by_model, write_npz_atomic, write_table
 from utils.runner import Context, Experiment, ModelSpec, chosen, run_experiments
 from utils.training_utils import set_seed
-from utils.visualization_utils import (grad_norm_range, plot_filters, plot_gradient_flow, plot_heatmap_grid,
+from utils.visualization_utils import (plot_filters, plot_gradient_flows, plot_heatmap_grid,
                                        plot_layer_norms, plot_maps_with_inputs)
 
 LR = 0.1  # peak of the one-cycle schedule, SGD + Nesterov, batch 128
@@ -223,10 +223,8 @@ def kernel_figures(ctx: Context, results: list[ModelResult]) -> None:
 def depth_figures(ctx: Context, results: list[ModelResult]) -> None:
     write_table(ctx.out, results, GRADIENT_COLUMNS, name="gradients.md")
     prefix = ctx.experiment.dataset
+    plot_gradient_flows(results, ctx.plots, prefix)
     first = [runs[0] for runs in by_model(results).values()]
-    ylim = grad_norm_range(first)  # one scale: the figures are read side by side
-    for r in first:
-        plot_gradient_flow(r, ctx.plots / f"{prefix}_{r['model']}_gradient_flow.png", ylim)
     plot_layer_norms([("при инициализации", {r["model"]: r["grad_norms_init"] for r in first}),
                       ("последняя эпоха (среднее)", {r["model"]: r["history"][-1]["grad_norms"] for r in first})],
                      ctx.plots / f"{prefix}_gradient_norms.png",

@@ -319,12 +319,17 @@ def save_comparison_figures(results: Sequence[dict[str, Any]], plots_dir: Path, 
                               f"{title}: разрыв обучение − тест"),
              plot_metric_bars(results, plots_dir / f"{prefix}_comparison.png", title)]
     if per_model:
-        groups = by_model(results)
-        ylim = grad_norm_range([runs[0] for runs in groups.values()])
-        for name, runs in groups.items():
+        for name, runs in by_model(results).items():
             paths.append(plot_confusion_matrix(runs, plots_dir / f"{prefix}_{name}_confusion.png"))
-            paths.append(plot_gradient_flow(runs[0], plots_dir / f"{prefix}_{name}_gradient_flow.png", ylim))
+        paths += plot_gradient_flows(results, plots_dir, prefix)
     return paths
+
+
+def plot_gradient_flows(results: Sequence[dict[str, Any]], plots_dir: Path, prefix: str) -> list[Path]:
+    """The gradient flow of every model (its first seed), all on one y-range: read side by side."""
+    first = [runs[0] for runs in by_model(results).values()]
+    ylim = grad_norm_range(first)
+    return [plot_gradient_flow(r, Path(plots_dir) / f"{prefix}_{r['model']}_gradient_flow.png", ylim) for r in first]
 
 
 # --- Task 3: function curves, heatmaps, spread across seeds ---------------------------------
